@@ -1,0 +1,27 @@
+"""The one error type users can cause, and how it reads.
+
+Anything a user can trigger by giving us a bad file or an impossible parameter raises
+:class:`MedcadError`.  Its ``str`` is a single line that names the file (when there is one)
+and the reason in words a clinician understands; the CLI prints it and exits 2, napari shows
+it as a notification.  Programming errors stay ordinary exceptions.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class MedcadError(Exception):
+    """A problem with the user's input, with a one-line message."""
+
+    def __init__(self, reason: str, path: str | os.PathLike | None = None):
+        self.reason = " ".join(str(reason).split())  # never more than one line
+        self.path = os.fspath(path) if path is not None else None
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}" if self.path else self.reason
+
+
+class Cancelled(Exception):
+    """Raised inside a long computation when its caller asked it to stop."""

@@ -1,0 +1,118 @@
+"""Reading and writing medical images with their geometry.
+
+``read_images(path)`` is the one entry point: it returns every image a path holds (a DICOM
+folder may hold several series) or raises :class:`MedcadError` with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import MedcadError
+from ..image import MedicalImage
+from .paths import (
+    DICOM_EXTENSIONS,
+    ITK_EXTENSIONS,
+    PICTURE_EXTENSIONS,
+    TIFF_EXTENSIONS,
+    WRITABLE_EXTENSIONS,
+    check_readable,
+    extension_of,
+    has_dicom_preamble,
+    is_supported_path,
+)
+
+__all__ = [
+    "read_images",
+    "read_image",
+    "image_info",
+    "write_image",
+    "is_supported_path",
+    "WRITABLE_EXTENSIONS",
+]
+
+
+def read_images(path: str | os.PathLike) -> list[MedicalImage]:
+    """All images at ``path`` (a file, or a folder of DICOM series), largest first."""
+    path = check_readable(path)
+    try:
+        if path.is_dir():
+            from .dicom import read_dicom_folder
+
+            return read_dicom_folder(path)
+        ext = extension_of(path)
+        if ext in ITK_EXTENSIONS or ext in PICTURE_EXTENSIONS:
+            from .itk_formats import read_itk
+
+            return [read_itk(path)]
+        if ext in TIFF_EXTENSIONS:
+            from .tiff import read_tiff
+
+            return [read_tiff(path)]
+        if ext in DICOM_EXTENSIONS or has_dicom_preamble(path):
+            from .dicom import read_dicom_file
+
+            return [read_dicom_file(path)]
+    except MemoryError:
+        raise MedcadError("not enough memory to read this image", path) from None
+    raise MedcadError(
+        f"unsupported file type '{ext or path.name}' (supported: DICOM, NIfTI, NRRD, MetaImage, TIFF, PNG, JPEG)",
+        path,
+    )
+
+
+def read_image(path: str | os.PathLike) -> MedicalImage:
+    """The main image at ``path``: for a DICOM folder, the series with the most slices."""
+    return read_images(path)[0]
+
+
+def describe(image: MedicalImage) -> dict:
+    """The geometry summary `napari-medcad info` prints, numbers as SimpleITK reports them."""
+    return {
+        "name": image.name,
+        "size_xyz": list(image.size_xyz),
+        "spacing_xyz": list(image.geometry.spacing_xyz),
+        "origin_xyz": list(image.geometry.origin_xyz),
+        "direction": list(image.geometry.direction),
+        "dtype": str(image.array.dtype),
+        "modality": image.modality,
+        "rgb": image.rgb,
+    }
+
+
+def image_info(path: str | os.PathLike) -> dict:
+    """One JSON-able summary of ``path``; a DICOM folder also lists each of its series."""
+    images = read_images(path)
+    info = {"path": os.fspath(path)} | describe(images[0])
+    if Path(path).is_dir():
+        info["series"] = [describe(image) for image in images]
+    return info
+
+
+def write_image(image: MedicalImage, path: str | os.PathLike, compress: bool = True) -> Path:
+    """Write NIfTI / NRRD / MetaImage atomically (temporary file beside the target, then rename)."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    ext = extension_of(path)
+    if ext not in WRITABLE_EXTENSIONS:
+        raise MedcadError(
+            f"cannot write '{ext or path.name}' files; use one of {', '.join(WRITABLE_EXTENSIONS)}", path
+        )
+    if not path.parent.is_dir():
+        raise MedcadError("the folder to write into does not exist", path.parent)
+    temporary = path.with_name(f".{path.name[: -len(ext)]}.partial{os.getpid()}{ext}")
+    try:
+        sitk.WriteImage(image.to_sitk(), str(temporary), useCompression=compress and ext != ".nii")
+        os.replace(temporary, path)
+    except RuntimeError as err:
+        from .itk_formats import itk_reason
+
+        raise MedcadError(f"could not write the image ({itk_reason(err)})", path) from None
+    except OSError as err:
+        raise MedcadError(f"could not write the image ({err.strerror or err})", path) from None
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+    return path

@@ -1,0 +1,123 @@
+"""Checks and format detection shared by every reader: turn OS-level surprises into MedcadError.
+
+A user may hand us a FIFO, a device, an unreadable or empty file, or a folder of junk; each must
+give a one-line reason, never a traceback or a hang.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from ..errors import MedcadError
+
+ITK_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+TIFF_EXTENSIONS = (".tif", ".tiff")
+PICTURE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+DICOM_EXTENSIONS = (".dcm", ".dicom", ".ima")
+WRITABLE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".mha")
+
+#: how many files of a folder we peek at to decide whether it is a DICOM folder
+_FOLDER_PEEK = 64
+
+
+def extension_of(path: str | os.PathLike) -> str:
+    """Lower-case extension, with '.nii.gz' kept whole."""
+    name = os.fspath(path).lower()
+    for ext in ITK_EXTENSIONS + TIFF_EXTENSIONS + PICTURE_EXTENSIONS + DICOM_EXTENSIONS:
+        if name.endswith(ext):
+            return ext
+    return Path(name).suffix
+
+
+def check_readable(path: str | os.PathLike) -> Path:
+    """Return ``path`` as a Path if it is a readable regular file or folder; else raise."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise MedcadError("no such file or folder", path) from None
+    except PermissionError:
+        raise MedcadError("permission denied", path) from None
+    except OSError as err:
+        raise MedcadError(f"cannot access it ({err.strerror or err})", path) from None
+    if stat.S_ISDIR(mode):
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise MedcadError("permission denied: the folder cannot be listed", path)
+        return path
+    if not stat.S_ISREG(mode):
+        raise MedcadError("not a regular file (a device, pipe or socket cannot be read as an image)", path)
+    if not os.access(path, os.R_OK):
+        raise MedcadError("permission denied: the file cannot be read", path)
+    try:
+        with open(path, "rb") as handle:
+            handle.read(1)
+    except PermissionError:
+        raise MedcadError("permission denied: the file cannot be read", path) from None
+    except OSError as err:
+        raise MedcadError(f"cannot read it ({err.strerror or err})", path) from None
+    if path.stat().st_size == 0:
+        raise MedcadError("the file is empty", path)
+    return path
+
+
+def has_dicom_preamble(path: str | os.PathLike) -> bool:
+    """True if the file carries the 'DICM' marker after the 128-byte preamble (Part 10 file)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def looks_like_dicom(path: str | os.PathLike) -> bool:
+    path = Path(path)
+    return extension_of(path) in DICOM_EXTENSIONS or has_dicom_preamble(path)
+
+
+def iter_folder_files(folder: Path, limit: int | None = None):
+    """Regular files below ``folder`` (recursively, sorted, hidden files skipped)."""
+    count = 0
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            full = Path(root) / name
+            if full.is_file():
+                yield full
+                count += 1
+                if limit is not None and count >= limit:
+                    return
+
+
+def folder_has_dicom(folder: str | os.PathLike) -> bool:
+    """Cheap test used by the napari reader to claim or decline a folder."""
+    return any(has_dicom_preamble(p) for p in iter_folder_files(Path(folder), _FOLDER_PEEK))
+
+
+def is_supported_path(path: str | os.PathLike) -> bool:
+    """Whether one of our readers should try this path (cheap; no decoding)."""
+    path = Path(path)
+    if path.is_dir():
+        return folder_has_dicom(path)
+    ext = extension_of(path)
+    if ext in ITK_EXTENSIONS + TIFF_EXTENSIONS + PICTURE_EXTENSIONS + DICOM_EXTENSIONS:
+        return True
+    return path.is_file() and has_dicom_preamble(path)
+
+
+def check_memory(n_bytes: int, path: str | os.PathLike) -> None:
+    """Refuse images that cannot fit in memory (a corrupt header can claim terabytes)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 64 * 2**30
+    if n_bytes > 0.8 * total:
+        raise MedcadError(
+            f"the header claims an image of {n_bytes / 2**30:.1f} GiB, more than this machine's "
+            f"memory ({total / 2**30:.1f} GiB); the file is corrupt or too large",
+            path,
+        )
