@@ -30,6 +30,16 @@ def _as_float_tuple(values: Sequence[float]) -> tuple[float, ...]:
     return tuple(float(v) for v in values)
 
 
+def lps_to_napari_world(world_xyz: np.ndarray | Sequence[float]) -> np.ndarray:
+    """LPS (x, y, z) mm -> napari world coordinates, which hold the same mm in (z, y, x) order."""
+    return np.asarray(world_xyz, dtype=float)[..., ::-1]
+
+
+def napari_world_to_lps(world_zyx: np.ndarray | Sequence[float]) -> np.ndarray:
+    """napari world coordinates (z, y, x) -> LPS (x, y, z) mm."""
+    return np.asarray(world_zyx, dtype=float)[..., ::-1]
+
+
 @dataclass(frozen=True)
 class Geometry:
     """Where an image's voxels lie in patient space (ITK semantics, LPS millimetres)."""
@@ -148,12 +158,13 @@ class Geometry:
 
     def napari_transform(self) -> dict[str, Any]:
         """Layer keyword arguments that make napari's world equal LPS mm in (z, y, x) order."""
+        units = ("mm",) * self.ndim
         if self.is_axis_aligned:
-            return {"scale": self.spacing_zyx, "translate": self.origin_xyz[::-1]}
+            return {"scale": self.spacing_zyx, "translate": self.origin_xyz[::-1], "units": units}
         # napari applies `affine` after scale/translate: world = A (scale * index)
         affine = self.affine_zyx.copy()
         affine[: self.ndim, : self.ndim] /= np.asarray(self.spacing_zyx)[None, :]
-        return {"scale": self.spacing_zyx, "affine": affine}
+        return {"scale": self.spacing_zyx, "affine": affine, "units": units}
 
     # derived geometries ---------------------------------------------------------------------
     def shifted(self, start_index_zyx: Sequence[float]) -> "Geometry":

@@ -1,0 +1,1 @@
+"""Dock widgets: one module each, thin layers over napari_medcad.core."""
