@@ -1,0 +1,86 @@
+"""From a probability map to findings: connected components, sizes, world positions.
+
+Each connected region above the card's threshold is one candidate; its probability is the
+region's peak, its centre the probability-weighted centroid, its diameter the diameter of a
+sphere (or disc, in 2D) of the same volume.  Candidates smaller than the card's minimum
+diameter are dropped; the most probable ``max_findings`` are kept.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..findings import Finding, Findings
+from ..image import MedicalImage
+
+
+def equivalent_diameter_mm(volume_mm3: float, ndim: int) -> float:
+    if ndim == 2:
+        return 2.0 * math.sqrt(volume_mm3 / math.pi)
+    return (6.0 * volume_mm3 / math.pi) ** (1.0 / 3.0)
+
+
+def decode_components(
+    probability: MedicalImage,
+    intensity: MedicalImage | None,
+    decoding: dict[str, Any],
+    label: str = "nodule",
+) -> tuple[Findings, np.ndarray]:
+    """Findings from ``probability`` (one channel, values 0..1) and their label map.
+
+    ``intensity`` (same grid) gives each finding's mean value (HU on CT). ``decoding`` keys:
+    threshold (0.5), min_diameter_mm (0), max_findings (100), peak_threshold (threshold):
+    a region is kept only if its peak reaches ``peak_threshold``.
+    Returns the findings (ids 1..N by decreasing probability) and an int32 map whose value
+    for each finding is its ``mask_value``.
+    """
+    from scipy import ndimage
+
+    threshold = float(decoding.get("threshold", 0.5))
+    peak_threshold = float(decoding.get("peak_threshold", threshold))
+    min_diameter = float(decoding.get("min_diameter_mm", 0.0))
+    max_findings = int(decoding.get("max_findings", 100))
+    values = probability.array
+    geometry = probability.geometry
+    voxel_mm3 = float(np.prod(geometry.spacing_xyz))
+    regions, count = ndimage.label(values >= threshold)
+    findings = Findings(geometry=geometry, shape_zyx=probability.spatial_shape)
+    if count == 0:
+        return findings, np.zeros(values.shape, dtype=np.int32)
+    index = np.arange(1, count + 1)
+    peaks = np.asarray(ndimage.maximum(values, regions, index))
+    sizes = np.asarray(ndimage.sum_labels(np.ones_like(values, dtype=np.float32), regions, index))
+    centres = np.asarray(ndimage.center_of_mass(values, regions, index), dtype=float).reshape(count, values.ndim)
+    means = (
+        np.asarray(ndimage.mean(intensity.array, regions, index)) if intensity is not None else [None] * count
+    )
+    boxes = ndimage.find_objects(regions)
+    candidates = []
+    for k in range(count):
+        volume = float(sizes[k]) * voxel_mm3
+        diameter = equivalent_diameter_mm(volume, values.ndim)
+        if peaks[k] < peak_threshold or diameter < min_diameter:
+            continue
+        candidates.append((float(peaks[k]), k))
+    candidates.sort(key=lambda item: -item[0])
+    relabel = np.zeros(count + 1, dtype=np.int32)  # region number -> finding id (0: dropped)
+    for new_id, (peak, k) in enumerate(candidates[:max_findings], start=1):
+        box = boxes[k]
+        relabel[k + 1] = new_id
+        findings.add(Finding(
+            id=new_id,
+            label=label,
+            probability=peak,
+            centre_world_mm=tuple(geometry.index_to_world(centres[k])),
+            centre_index_zyx=tuple(centres[k]),
+            diameter_mm=equivalent_diameter_mm(float(sizes[k]) * voxel_mm3, values.ndim),
+            volume_mm3=float(sizes[k]) * voxel_mm3,
+            mean_hu=None if means[k] is None else float(means[k]),
+            bbox_index_zyx=(tuple(s.start for s in box), tuple(s.stop for s in box)),
+            mask_value=new_id,
+            scores={"cnn": peak},
+        ))
+    return findings, relabel[regions]
