@@ -21,6 +21,7 @@ from .paths import (
     extension_of,
     has_dicom_preamble,
     is_supported_path,
+    quiet_libraries,
 )
 
 __all__ = [
@@ -37,25 +38,42 @@ def read_images(path: str | os.PathLike) -> list[MedicalImage]:
     """All images at ``path`` (a file, or a folder of DICOM series), largest first."""
     path = check_readable(path)
     try:
-        if path.is_dir():
-            from .dicom import read_dicom_folder
-
-            return read_dicom_folder(path)
-        ext = extension_of(path)
-        if ext in ITK_EXTENSIONS or ext in PICTURE_EXTENSIONS:
-            from .itk_formats import read_itk
-
-            return [read_itk(path)]
-        if ext in TIFF_EXTENSIONS:
-            from .tiff import read_tiff
-
-            return [read_tiff(path)]
-        if ext in DICOM_EXTENSIONS or has_dicom_preamble(path):
-            from .dicom import read_dicom_file
-
-            return [read_dicom_file(path)]
+        with quiet_libraries("pydicom", "tifffile", "nibabel", "nibabel.global"):
+            return _read_images(path)
     except MemoryError:
         raise MedcadError("not enough memory to read this image", path) from None
+    except MedcadError as err:
+        if err.path is None:  # e.g. a geometry check deep inside: name the file all the same
+            raise MedcadError(err.reason, path) from None
+        raise
+
+
+def _read_images(path: Path) -> list[MedicalImage]:
+    if path.is_dir():
+        from .dicom import read_dicom_folder
+
+        return read_dicom_folder(path)
+    ext = extension_of(path)
+    if ext in ITK_EXTENSIONS or ext in PICTURE_EXTENSIONS:
+        from .itk_formats import read_itk
+
+        return [read_itk(path)]
+    if ext in TIFF_EXTENSIONS:
+        from .tiff import read_tiff
+
+        return [read_tiff(path)]
+    if ext in DICOM_EXTENSIONS or has_dicom_preamble(path):
+        from .dicom import read_dicom_file
+
+        return [read_dicom_file(path)]
+    if not ext:  # DICOM files are often named without extension, some without the 'DICM' preamble
+        from .dicom import read_dicom_file
+
+        try:
+            return [read_dicom_file(path)]
+        except MedcadError as err:
+            if not err.reason.startswith("not a DICOM file"):
+                raise
     raise MedcadError(
         f"unsupported file type '{ext or path.name}' (supported: DICOM, NIfTI, NRRD, MetaImage, TIFF, PNG, JPEG)",
         path,

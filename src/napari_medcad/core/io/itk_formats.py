@@ -3,36 +3,68 @@
 SimpleITK is the reference for geometry in this project (LPS, ITK direction semantics), so
 reading these formats with it makes `napari-medcad info` agree with SimpleITK by construction,
 and its NIfTI reader resolves qform/sform the way ITK-based tools (3D Slicer, nnU-Net) do.
+
+SimpleITK is lenient where a viewer must not be: its NIfTI reader fills a truncated file
+with zeros without a word, and a header may claim terabytes.  So before reading the voxels we
+compare what the header promises with what the file can hold (:func:`check_data_size`), and
+we refuse an image that cannot fit in memory before anything is allocated.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import MedcadError
 from ..image import Geometry, MedicalImage
-from .paths import PICTURE_EXTENSIONS, check_memory, extension_of
+from .paths import PICTURE_EXTENSIONS, check_memory, extension_of, native_output_captured, quiet_libraries
 
-_ITK_ERROR = re.compile(r"ITK ERROR: [^:]*\):\s*(.*)")
+#: "ITK ERROR: NrrdImageIO(0x55...): text", "itk::ERROR: ...", "sitk::ERROR: text"
+_ITK_PREFIX = re.compile(r"(?:s?itk::|ITK )ERROR:\s*(?:\w+\(0x[0-9a-fA-F]+\):\s*)?")
+_SOURCE_LINE = re.compile(r"^Exception thrown in SimpleITK .*$", re.MULTILINE)
+_PATH = re.compile(r"""["']?(?:\.{0,2}/[^\s"':]+)+["']?""")
+
+#: words with which libjpeg and libpng report damaged data they decode anyway
+_DECODER_COMPLAINTS = ("error", "corrupt", "premature", "bogus", "unsupported", "invalid", "truncated")
+
+#: deflate (gzip, zlib) cannot shrink data more than about 1032:1
+_MAX_DEFLATE_RATIO = 1100
 
 
-def itk_reason(err: Exception) -> str:
-    """A short, path-free reason from a SimpleITK exception's multi-line text."""
-    text = str(err)
-    match = _ITK_ERROR.search(text)
-    reason = match.group(1) if match else text.strip().splitlines()[-1] if text.strip() else ""
-    reason = re.sub(r"(/[^\s:]+)+", "", reason)  # drop file paths (ours are in the prefix)
-    reason = " ".join(reason.split()).strip(" .:")
-    lowered = reason.lower()
+def itk_reason(err: Exception | str) -> str:
+    """A short, path-free, one-line reason from a SimpleITK exception's multi-line text."""
+    text = _SOURCE_LINE.sub("", str(err))
+    match = _ITK_PREFIX.search(text)
+    body = text[match.end():] if match else text
+    lines = [line.strip() for line in body.splitlines() if line.strip()]
+    lowered = " ".join(lines).lower()
     if "could not create io object" in lowered or "unable to determine imageio" in lowered:
         return "not an image in a format this reader knows (or the file is corrupt)"
-    if "too short" in lowered or "unexpected end" in lowered or "eof" in lowered or "truncated" in lowered:
+    if any(
+        word in lowered
+        for word in ("fread got only", "too short", "unexpected end", "eof", "truncated", "premature end",
+                     "error while reading file", "read failed", "not enough data", "short read",
+                     "but received", "fewer bytes")
+    ):
         return "the file is truncated or corrupt"
-    return f"could not be read as an image ({reason or 'unknown ITK error'})"
+    if "couldn't open" in lowered or "cannot open data file" in lowered or "no such file" in lowered:
+        return "a data file named in its header is missing or cannot be opened"
+    if "cannot read requested file" in lowered:  # GDCM's only words for any unreadable DICOM
+        return "the file is corrupt or uses an encoding this reader does not support"
+    if "permission denied" in lowered:
+        return "permission denied"
+    # the most specific line is the last one (teem and GDCM print a stack of "trouble" lines)
+    reason = lines[-1] if lines else ""
+    reason = re.sub(r"^\[\w+\]\s*\w+:\s*", "", reason)  # "[nrrd] _nrrdRead: ..." -> "..."
+    reason = _PATH.sub("", reason)
+    reason = " ".join(reason.split()).strip(" .:")
+    if len(reason) > 160:
+        reason = reason[:157] + "..."
+    return f"could not be read as an image ({reason or 'unknown error in the image library'})"
 
 
 def guess_modality(array: np.ndarray) -> str:
@@ -44,6 +76,190 @@ def guess_modality(array: np.ndarray) -> str:
     return "CT" if low <= -900 and 0 < high <= 40000 else "OT"
 
 
+# ------------------------------------------------------------------------------------------
+# does the file hold the voxels its header promises?
+
+
+def _truncated(path: Path, held: int, claimed: int) -> MedcadError:
+    return MedcadError(
+        f"the file is truncated: its header describes {_bytes(claimed)} of voxels but it holds "
+        f"only {_bytes(held)}",
+        path,
+    )
+
+
+def _bytes(n: int) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def _check_compressed(path: Path, held: int, claimed: int) -> None:
+    if claimed > _MAX_DEFLATE_RATIO * held + (1 << 20):
+        raise MedcadError(
+            f"the file is truncated or corrupt: its header describes {_bytes(claimed)} of voxels, "
+            f"more than its {_bytes(held)} of compressed data can hold",
+            path,
+        )
+
+
+def _text_header(path: Path, stop) -> tuple[list[str], int]:
+    """The header lines of a text-headed format (NRRD, MetaImage) and the header's length."""
+    with open(path, "rb") as handle:
+        head = handle.read(1 << 16)
+    lines, offset = [], 0
+    for raw in head.splitlines(keepends=True):
+        offset += len(raw)
+        line = raw.decode("latin-1").strip()
+        if stop(line):
+            if line:
+                lines.append(line)
+            break
+        lines.append(line)
+    return lines, offset
+
+
+def _key_values(lines: list[str], separator: str) -> dict[str, str]:
+    out = {}
+    for line in lines:
+        if separator in line and not line.startswith("#"):
+            key, value = line.split(separator, 1)
+            out[key.strip().lower()] = value.strip()
+    return out
+
+
+def _detached_data(path: Path, name: str) -> Path | None:
+    """The one data file a detached header names, or None when it names a list or a pattern."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        # MetaIO would try to open a file of that garbled name (and ITK may crash doing so)
+        raise MedcadError("the header is corrupt (the name of its data file is not text)", path)
+    if not name or name.upper().startswith("LIST") or "%" in name:
+        return None
+    if _is_file_pattern(name):
+        return None
+    data = Path(name)
+    if not data.is_absolute():
+        data = path.parent / data
+    if not data.is_file():
+        raise MedcadError(f"its data file '{Path(name).name}' is missing or is not a file", path)
+    return data
+
+
+def _is_file_pattern(name: str) -> bool:
+    """MetaImage's 'pattern min max step' and NRRD's 'format min max step [dim]' file lists."""
+    parts = name.split()
+    return len(parts) >= 4 and all(p.lstrip("-").isdigit() for p in parts[1:4])
+
+
+def _check_nifti(path: Path, claimed: int) -> None:
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        compressed = handle.read(2) == b"\x1f\x8b"
+    if compressed:
+        _check_compressed(path, size, claimed)  # cheap, and needs no header parsing
+    try:
+        import nibabel
+
+        with native_output_captured(), quiet_libraries("nibabel", "nibabel.global"):
+            header_image = nibabel.load(str(path))
+        offset = int(header_image.dataobj.offset)
+    except Exception:  # nibabel is stricter than ITK on odd headers (Analyze-like, damaged)
+        offset = None
+    if not compressed:
+        if size < (offset or 0) + claimed:
+            raise _truncated(path, max(size - (offset or 0), 0), claimed)
+        return
+    if offset is None:
+        return
+    expected = offset + claimed
+    # gzip: the last 4 bytes hold the uncompressed length (mod 2**32) of a single-member file
+    with open(path, "rb") as handle:
+        handle.seek(max(size - 4, 0))
+        isize = int.from_bytes(handle.read(4), "little")
+    if isize == expected % 2**32:
+        return
+    total = _inflated_size(path, expected)
+    if total < expected:
+        raise _truncated(path, max(total - offset, 0), claimed)
+
+
+def _inflated_size(path: Path, wanted: int) -> int:
+    """Bytes a (multi-member) gzip file inflates to, stopping once ``wanted`` is reached."""
+    total = 0
+    inflater = zlib.decompressobj(31)
+    with open(path, "rb") as handle:
+        while total < wanted:
+            chunk = handle.read(1 << 20)
+            if not chunk:
+                break
+            while chunk:
+                try:
+                    total += len(inflater.decompress(chunk, 1 << 24))
+                    chunk = inflater.unconsumed_tail
+                except zlib.error:
+                    return total
+                if inflater.eof:
+                    chunk = inflater.unused_data + chunk
+                    inflater = zlib.decompressobj(31)
+                    if not chunk:
+                        break
+    return total
+
+
+def check_data_size(path: Path, claimed: int) -> None:
+    """Refuse a file that cannot hold the ``claimed`` bytes of voxels its header describes."""
+    ext = extension_of(path)
+    if ext in (".nii", ".nii.gz"):
+        _check_nifti(path, claimed)
+        return
+    if ext in (".nrrd", ".nhdr"):
+        lines, header_length = _text_header(path, lambda line: line == "")
+        fields = _key_values([ln for ln in lines if not ln.startswith("#")], ":")
+        encoding = fields.get("encoding", "raw").lower()
+        data_name = fields.get("data file", fields.get("datafile"))
+    elif ext in (".mha", ".mhd"):
+        lines, header_length = _text_header(path, lambda line: line.lower().startswith("elementdatafile"))
+        fields = _key_values(lines, "=")
+        encoding = "gzip" if fields.get("compresseddata", "false").lower() == "true" else "raw"
+        data_name = fields.get("elementdatafile", "LOCAL")
+        if data_name.upper() == "LOCAL":
+            data_name = None
+    else:
+        return
+    if data_name:
+        data = _detached_data(path, data_name)
+        if data is None:
+            return
+        held = data.stat().st_size
+        if ext == ".nhdr" and encoding in ("gzip", "gz"):
+            _check_compressed(path, held, claimed)
+            return
+    else:
+        held = path.stat().st_size - header_length
+    if encoding == "raw":
+        if held < claimed:
+            raise _truncated(path, held, claimed)
+    elif encoding in ("gzip", "gz"):
+        _check_compressed(path, held, claimed)
+    elif encoding in ("ascii", "text", "txt", "hex"):
+        if claimed > 8 * held + (1 << 20):
+            raise _truncated(path, held, claimed)
+
+
+def _check_jpeg_complete(path: Path) -> None:
+    """libjpeg pads a truncated JPEG with grey without failing: look for the end-of-image marker."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        handle.seek(max(size - 4096, 0))
+        tail = handle.read()
+    if b"\xff\xd9" not in tail:
+        raise MedcadError("the file is truncated or corrupt (the JPEG data has no end marker)", path)
+
+
+# ------------------------------------------------------------------------------------------
+
+
 def read_itk(path: str | os.PathLike) -> MedicalImage:
     """Read one NIfTI / NRRD / MetaImage / PNG / JPEG file with its geometry."""
     import SimpleITK as sitk
@@ -51,10 +267,11 @@ def read_itk(path: str | os.PathLike) -> MedicalImage:
     path = Path(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as err:
-        raise MedcadError(itk_reason(err), path) from None
+    with native_output_captured(), quiet_libraries():
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError as err:
+            raise MedcadError(itk_reason(err), path) from None
     size = reader.GetSize()
     components = reader.GetNumberOfComponents()
     if len(size) == 4 and size[3] == 1:
@@ -72,11 +289,23 @@ def read_itk(path: str | os.PathLike) -> MedicalImage:
         )
     bits = re.search(r"(\d+)-bit", sitk.GetPixelIDValueAsString(reader.GetPixelID()))
     pixel_bytes = int(bits.group(1)) // 8 if bits else 8
-    check_memory(int(np.prod(size, dtype=np.float64)) * components * pixel_bytes, path)
+    claimed = int(np.prod(reader.GetSize(), dtype=np.float64)) * components * pixel_bytes
+    check_memory(claimed, path)
     try:
-        image = reader.Execute()
-    except RuntimeError as err:
-        raise MedcadError(itk_reason(err), path) from None
+        check_data_size(path, claimed)
+        if extension_of(path) in (".jpg", ".jpeg"):
+            _check_jpeg_complete(path)
+    except OSError as err:
+        raise MedcadError(f"cannot read it ({err.strerror or err})", path) from None
+    with native_output_captured() as chatter, quiet_libraries():
+        try:
+            image = reader.Execute()
+        except RuntimeError as err:
+            raise MedcadError(itk_reason(err), path) from None
+    complaint = chatter.text.lower()
+    if is_picture and any(word in complaint for word in _DECODER_COMPLAINTS):
+        # libjpeg / libpng print their trouble and hand back a partly grey picture: refuse it
+        raise MedcadError("the file is truncated or corrupt (the picture data is damaged)", path)
     if image.GetDimension() == 4:
         image = image[:, :, :, 0]
     array = sitk.GetArrayFromImage(image)
@@ -85,7 +314,7 @@ def read_itk(path: str | os.PathLike) -> MedicalImage:
         array, rgb = array[..., 0], False
     if rgb and components > 4:
         raise MedcadError(f"pictures with {components} channels are not supported", path)
-    if not np.issubdtype(array.dtype, np.number) or array.dtype == np.complex64:
+    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
         raise MedcadError(f"unsupported pixel type {array.dtype}", path)
     geometry = Geometry.from_sitk(image)
     modality = "OT" if rgb or is_picture else guess_modality(array)

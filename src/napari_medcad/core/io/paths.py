@@ -6,8 +6,14 @@ give a one-line reason, never a traceback or a hang.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
+import sys
+import tempfile
+import threading
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import MedcadError
@@ -93,6 +99,15 @@ def iter_folder_files(folder: Path, limit: int | None = None):
                     return
 
 
+def folder_is_empty(folder: str | os.PathLike) -> bool:
+    """True if the folder has no entries at all (hidden ones aside)."""
+    try:
+        with os.scandir(folder) as entries:
+            return not any(not entry.name.startswith(".") for entry in entries)
+    except OSError:
+        return False
+
+
 def folder_has_dicom(folder: str | os.PathLike) -> bool:
     """Cheap test used by the napari reader to claim or decline a folder."""
     return any(has_dicom_preamble(p) for p in iter_folder_files(Path(folder), _FOLDER_PEEK))
@@ -121,3 +136,114 @@ def check_memory(n_bytes: int, path: str | os.PathLike) -> None:
             f"memory ({total / 2**30:.1f} GiB); the file is corrupt or too large",
             path,
         )
+
+
+# ------------------------------------------------------------------------------------------
+# keeping third-party chatter off the user's terminal
+
+_NATIVE_LOCK = threading.Lock()
+_native_depth = 0
+_native_saved: dict[int, int] = {}
+_native_sink = None
+
+
+class CapturedText:
+    """What was printed while a capturing block ran (filled in when the block ends)."""
+
+    text = ""
+
+
+@contextmanager
+def native_output_captured():
+    """Collect what C/C++ libraries (ITK, GDCM, MetaIO, libjpeg...) print on descriptors 1 and 2.
+
+    Those libraries write warnings and errors straight to the process's stderr (and ITK's
+    JPEG reader even to stdout), bypassing Python: a failed read could print several lines
+    before our one-line message, and a merely odd file could spoil the JSON `info` prints.
+    While the block runs, descriptors 1 and 2 point at a temporary file; its text is handed
+    back in ``CapturedText.text`` so a caller may use it as the reason of an error.  Nested
+    and concurrent uses share one redirection (the last one out restores the terminal).
+    """
+    global _native_depth, _native_sink
+    captured = CapturedText()
+    start = 0
+    with _NATIVE_LOCK:
+        if _native_depth == 0:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (AttributeError, OSError, ValueError):
+                    pass
+            try:
+                sink = tempfile.TemporaryFile()
+            except OSError:
+                sink = None
+            if sink is not None:
+                for fd in (1, 2):
+                    try:
+                        _native_saved[fd] = os.dup(fd)
+                        os.dup2(sink.fileno(), fd)
+                    except OSError:  # no such descriptor: nothing to protect there
+                        _native_saved.pop(fd, None)
+            _native_sink = sink
+        _native_depth += 1
+        if _native_sink is not None:
+            start = os.lseek(_native_sink.fileno(), 0, os.SEEK_END)
+    try:
+        yield captured
+    finally:
+        with _NATIVE_LOCK:
+            sink = _native_sink
+            if sink is not None:
+                try:
+                    end = os.lseek(sink.fileno(), 0, os.SEEK_END)
+                    data = os.pread(sink.fileno(), min(end - start, 1 << 16), start) if end > start else b""
+                    captured.text = data.decode("utf-8", "replace")
+                except OSError:
+                    pass
+            _native_depth -= 1
+            if _native_depth == 0:
+                for fd, saved in list(_native_saved.items()):
+                    try:
+                        os.dup2(saved, fd)
+                    finally:
+                        os.close(saved)
+                        del _native_saved[fd]
+                if sink is not None:
+                    sink.close()
+                _native_sink = None
+
+
+@contextmanager
+def quiet_libraries(*logger_names: str):
+    """Silence Python warnings and the named libraries' log records while reading a file.
+
+    A reader reports problems by raising MedcadError; warnings printed by pydicom, tifffile or
+    numpy on a malformed file would otherwise reach the terminal before that one line.  The
+    records are kept in ``CapturedText.text``.
+    """
+    captured = CapturedText()
+    lines: list[str] = []
+
+    class _Keep(logging.Handler):
+        def emit(self, record):  # pragma: no cover - trivial
+            try:
+                lines.append(record.getMessage())
+            except Exception:
+                pass
+
+    handler = _Keep(logging.WARNING)
+    loggers = [logging.getLogger(name) for name in logger_names]
+    saved = [(lg.propagate, lg.handlers[:]) for lg in loggers]
+    for lg in loggers:
+        lg.handlers = [handler]  # some libraries (nibabel) attach their own stderr handler
+        lg.propagate = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield captured
+    finally:
+        for lg, (propagate, handlers) in zip(loggers, saved):
+            lg.handlers = handlers
+            lg.propagate = propagate
+        captured.text = "\n".join(lines)

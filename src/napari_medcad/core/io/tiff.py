@@ -9,6 +9,7 @@ tool writes a meaningless 72 or 96 dpi there.
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -60,15 +61,33 @@ def read_tiff(path: str | os.PathLike) -> MedicalImage:
             series = tif.series[0]
             axes = series.axes.upper()
             shape = series.shape
-            check_memory(int(np.prod(shape, dtype=np.float64)) * np.dtype(series.dtype).itemsize, path)
+            claimed = int(np.prod(shape, dtype=np.float64)) * np.dtype(series.dtype).itemsize
+            check_memory(claimed, path)
+            first_page = series.pages[0] if series.pages else tif.pages[0]
+            bits = int(getattr(first_page, "bitspersample", 8) or 8)
+            stored = claimed * bits // (8 * np.dtype(series.dtype).itemsize)
+            if int(getattr(first_page, "compression", 1) or 1) == 1 and stored > path.stat().st_size:
+                raise MedcadError(
+                    f"the TIFF file is truncated: it describes {stored} bytes of pixels but holds "
+                    f"only {path.stat().st_size}",
+                    path,
+                )
             array = series.asarray()
             x_mm, y_mm, z_mm = _pixel_size_mm(tif, series.pages[0] if series.pages else tif.pages[0])
     except MedcadError:
         raise
-    except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError) as err:
+    except MemoryError:
+        raise
+    except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError, TypeError, EOFError, struct.error,
+            NotImplementedError, RuntimeError, ZeroDivisionError, OverflowError, AttributeError) as err:
+        # tifffile raises all of these on damaged or exotic files
         reason = " ".join(str(err).split()) or type(err).__name__
+        if "failed to read" in reason or "unexpected end" in reason.lower():
+            raise MedcadError(f"the TIFF file is truncated or corrupt ({reason[:120]})", path) from None
         raise MedcadError(f"not a readable TIFF file ({reason[:120]})", path) from None
 
+    if array.size == 0 or len(axes) != array.ndim:
+        raise MedcadError(f"the TIFF file holds no readable pixels (shape {array.shape})", path)
     keep = [i for i, (ax, n) in enumerate(zip(axes, array.shape)) if n > 1 or ax in "YX"]
     array = array.reshape([array.shape[i] for i in keep])
     axes = "".join(axes[i] for i in keep)
