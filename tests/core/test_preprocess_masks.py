@@ -1,0 +1,98 @@
+"""Body and lung masks on a chest phantom (body, two lungs, a nodule at the pleura, a table)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from napari_medcad.core.errors import MedcadError
+from napari_medcad.core.image import Geometry, MedicalImage
+from napari_medcad.core.preprocess import body_mask, lung_mask
+
+
+def chest_phantom(slices: int = 10, seed: int = 0):
+    """(image, truth) with truth masks "body", "lungs" and "nodule"; 1.5 x 1.5 x 4 mm voxels."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:64, :64]
+    body = ((yy - 30) / 22.0) ** 2 + ((xx - 32) / 28.0) ** 2 <= 1
+    lungs = (yy >= 18) & (yy <= 38) & (((xx >= 11) & (xx <= 25)) | ((xx >= 39) & (xx <= 53)))
+    nodule = (yy - 28) ** 2 + (xx - 12) ** 2 <= 4  # soft tissue against the left lung's outer wall
+    table = (yy >= 56) & (yy <= 58) & (np.abs(xx - 32) < 30)
+    plane = np.full((64, 64), -1000.0)
+    plane[body] = 40
+    plane[lungs] = -850
+    plane[lungs & nodule] = 30
+    plane[table] = 300
+    array = np.repeat(plane[None], slices, axis=0) + rng.normal(0, 15, (slices, 64, 64))
+    image = MedicalImage(array.astype(np.int16), Geometry.identity(3, (1.5, 1.5, 4.0)), modality="CT", name="chest")
+    truth = {"body": body, "lungs": lungs, "nodule": lungs & nodule, "table": table}
+    return image, truth
+
+
+def dice(mask: np.ndarray, truth: np.ndarray) -> float:
+    return 2 * np.logical_and(mask, truth).sum() / (mask.sum() + truth.sum())
+
+
+def test_body_mask_leaves_out_air_and_table():
+    image, truth = chest_phantom()
+    out = body_mask(image)
+    assert out.array.dtype == np.uint8 and out.modality == "SEG" and out.name == "chest body mask"
+    assert out.geometry == image.geometry
+    for plane in out.array:
+        assert dice(plane > 0, truth["body"]) > 0.97
+        assert not np.any(plane[truth["table"]])
+
+
+def test_lung_mask_holds_both_lungs_and_the_pleural_nodule():
+    image, truth = chest_phantom()
+    out = lung_mask(image)
+    for plane in out.array:
+        assert dice(plane > 0, truth["lungs"]) > 0.95
+        # the nodule is in, but for its voxels on the lung outline itself
+        assert np.all(plane[truth["nodule"] & ndimage.binary_erosion(truth["lungs"])] == 1)
+        assert not np.any(plane[~truth["body"]])
+
+
+def test_masks_on_a_single_slice_and_on_time_frames():
+    image, truth = chest_phantom(slices=3)
+    single = MedicalImage(image.array[1], Geometry.identity(2, (1.5, 1.5)), modality="CT")
+    assert dice(lung_mask(single).array > 0, truth["lungs"]) > 0.95
+    frames = MedicalImage(image.array, image.geometry, modality="CT", metadata={"axes": "tyx"})
+    out = lung_mask(frames)
+    for plane in out.array:
+        assert dice(plane > 0, truth["lungs"]) > 0.95
+
+
+def test_masks_need_a_ct():
+    image, _ = chest_phantom(slices=2)
+    with pytest.raises(MedcadError, match="needs a CT in Hounsfield units; 'mr' is MR"):
+        lung_mask(MedicalImage(image.array, image.geometry, modality="MR", name="mr"))
+    with pytest.raises(MedcadError, match="colour picture"):
+        body_mask(MedicalImage(np.zeros((8, 8, 3), np.uint8), Geometry.identity(2), rgb=True))
+
+
+def test_real_ct_lung_mask_holds_the_nodule(request):
+    from napari_medcad.core.io import read_image
+
+    real = request.config.rootpath.parent / "shared" / "data" / "real"
+    if not (real / "lung1_image.nrrd").exists():
+        pytest.skip(f"real scans not found at {real}")
+    image = read_image(real / "lung1_image.nrrd")
+    nodule = read_image(real / "lung1_label.nrrd").array > 0
+    lungs = lung_mask(image).array > 0
+    assert np.all(lungs[nodule])
+    volume_litres = lungs.sum() * np.prod(image.geometry.spacing_xyz) / 1e6
+    assert 1.5 < volume_litres < 8  # both lungs of an adult, partly in the field of view
+
+
+def test_masks_and_ct_windows_refuse_values_that_are_no_longer_hu():
+    from napari_medcad.core.preprocess import window, zscore
+
+    image, _ = chest_phantom(slices=2)
+    windowed = window(image, "lung", output="unit")
+    with pytest.raises(MedcadError, match="holds lung window \\[0, 1\\] values \\(put this step before"):
+        lung_mask(windowed)
+    with pytest.raises(MedcadError, match="holds z-score values"):
+        window(zscore(image), "bone")
+    assert body_mask(window(image, "lung", output="clipped")).array.any()  # clipped HU are still HU
