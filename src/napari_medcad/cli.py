@@ -7,61 +7,35 @@ Heavy imports (torch, napari) happen inside the subcommand that needs them.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Callable, Sequence
 
 EXIT_USER_ERROR = 2
 
-#: subcommand name -> (function running it, one-line help)
-_COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {}
+#: subcommand name -> (function running it, one-line help, function adding its options);
+#: filled by the modules of :mod:`napari_medcad.commands`
+_COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, Callable | None]] = {}
 
 
-def command(name: str, help: str):
-    """Register a subcommand: decorates ``run(args) -> int``; ``run.arguments(parser)`` adds options."""
+def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser], None] | None = None):
+    """Register a subcommand: decorates ``run(args) -> int``; ``arguments(parser)`` adds its options."""
 
     def register(run):
-        _COMMANDS[name] = (run, help)
+        _COMMANDS[name] = (run, help, arguments)
         return run
 
     return register
 
 
-# ------------------------------------------------------------------------------------------
+def _load_commands() -> None:
+    """Import every module of :mod:`napari_medcad.commands`; each registers its subcommand."""
+    import importlib
+    import pkgutil
 
+    from . import commands
 
-def _info_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", help="image file or DICOM folder")
-
-
-@command("info", "print an image's geometry as JSON (as SimpleITK reports it)")
-def run_info(args: argparse.Namespace) -> int:
-    from .core.io import image_info
-
-    print(json.dumps(image_info(args.path), indent=2))
-    return 0
-
-
-run_info.arguments = _info_arguments
-
-
-def _demo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--screenshot", metavar="OUT.png", help="save a screenshot of the window and exit")
-    parser.add_argument(
-        "--sample",
-        default="lung_ct",
-        help="sample to open: lung_ct (real CT crop), phantom_ct, radiograph (default: lung_ct)",
-    )
-
-
-@command("demo", "open napari with a sample image and the plugin's widgets")
-def run_demo(args: argparse.Namespace) -> int:
-    from .napari.demo import run_demo as _run
-
-    return _run(sample=args.sample, screenshot=args.screenshot)
-
-
-run_demo.arguments = _demo_arguments
+    for module in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        importlib.import_module(f"{commands.__name__}.{module.name}")
 
 
 # ------------------------------------------------------------------------------------------
@@ -76,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"napari-medcad {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (run, help_text) in _COMMANDS.items():
-        add_arguments = getattr(run, "arguments", None)
+    _load_commands()
+    for name, (_run, help_text, add_arguments) in _COMMANDS.items():
         subparser = sub.add_parser(name, help=help_text, description=help_text)
         if add_arguments is not None:
             add_arguments(subparser)
@@ -89,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    run, _help = _COMMANDS[args.command]
+    run, _help, _arguments = _COMMANDS[args.command]
     try:
         return int(run(args) or 0)
     except MedcadError as err:
@@ -104,4 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m napari_medcad.cli`: run the imported module, whose registry the commands fill
+    from napari_medcad.cli import main as _main
+
+    sys.exit(_main())

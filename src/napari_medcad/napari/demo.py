@@ -28,7 +28,9 @@ def open_demo_viewer(sample: str = "lung_ct", show: bool = True):
     except KeyError:
         viewer.close()
         raise MedcadError(f"no sample called '{sample}'") from None
-    viewer.scale_bar.visible = True
+    canvas = getattr(viewer, "canvas", None)  # napari >= 0.9 keeps overlays on the canvas
+    scale_bar = canvas.overlays.scale_bar if canvas is not None else viewer.scale_bar
+    scale_bar.visible = True
     for name in plugin_widget_names():
         viewer.window.add_plugin_dock_widget(PLUGIN, name)
     images = [layer for layer in viewer.layers if isinstance(layer, Image)]
