@@ -69,6 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MedcadError as err:
         print(f"napari-medcad {args.command}: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except BrokenPipeError:  # output piped into `head` and the like: not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
     except KeyboardInterrupt:
         print(f"napari-medcad {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -36,7 +36,22 @@ def open_demo_viewer(sample: str = "lung_ct", show: bool = True):
     images = [layer for layer in viewer.layers if isinstance(layer, Image)]
     if images:
         viewer.layers.selection.active = images[0]
+    _show_labelled_slice(viewer)
     return viewer
+
+
+def _show_labelled_slice(viewer) -> None:
+    """Open a 3-D sample on the slice where its labels (a nodule) are largest, not in the middle."""
+    import numpy as np
+    from napari.layers import Labels
+
+    for layer in viewer.layers:
+        if isinstance(layer, Labels) and layer.data.ndim == 3 and layer.data.any():
+            counts = np.count_nonzero(np.asarray(layer.data), axis=(1, 2))
+            index = np.zeros(3)
+            index[0] = int(np.argmax(counts))
+            viewer.dims.set_point(0, layer.data_to_world(index)[0])
+            return
 
 
 def run_demo(sample: str = "lung_ct", screenshot: str | None = None) -> int:
@@ -51,6 +66,8 @@ def run_demo(sample: str = "lung_ct", screenshot: str | None = None) -> int:
     viewer.window._qt_window.resize(1400, 900)
     for _ in range(20):
         QApplication.processEvents()
+    viewer.reset_view()  # fit the image to the canvas at its final size
+    QApplication.processEvents()
     out = Path(screenshot)
     if not out.parent.exists():
         viewer.close()

@@ -60,10 +60,12 @@ def _truth_points(image, centres_world_mm, diameters_mm) -> tuple:
 
     from ..core.image import lps_to_napari_world
 
+    centres = lps_to_napari_world(np.asarray(centres_world_mm, dtype=float))
     return (
-        lps_to_napari_world(np.asarray(centres_world_mm, dtype=float)),
+        centres,
         {
             "name": "true nodule centres",
+            "units": ("mm",) * centres.shape[1],
             "size": np.asarray(diameters_mm, dtype=float),
             "face_color": "transparent",
             "border_color": "lime",
