@@ -15,3 +15,4 @@ test: setup
 
 screenshot: setup
 	xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/napari-medcad demo --screenshot docs/demo.png
+	xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python scripts/screenshots.py

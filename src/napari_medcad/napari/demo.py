@@ -36,16 +36,17 @@ def open_demo_viewer(sample: str = "lung_ct", show: bool = True):
     images = [layer for layer in viewer.layers if isinstance(layer, Image)]
     if images:
         viewer.layers.selection.active = images[0]
-    _show_labelled_slice(viewer)
+    show_labelled_slice(viewer)
     return viewer
 
 
-def _show_labelled_slice(viewer) -> None:
-    """Open a 3-D sample on the slice where its labels (a nodule) are largest, not in the middle."""
+def show_labelled_slice(viewer, layer=None) -> None:
+    """Show the slice where ``layer``'s labels (a nodule) are largest; by default the first
+    Labels layer's, so a 3-D sample opens on its finding, not in the middle."""
     import numpy as np
     from napari.layers import Labels
 
-    for layer in viewer.layers:
+    for layer in [layer] if layer is not None else list(viewer.layers):
         if isinstance(layer, Labels) and layer.data.ndim == 3 and layer.data.any():
             counts = np.count_nonzero(np.asarray(layer.data), axis=(1, 2))
             index = np.zeros(3)
