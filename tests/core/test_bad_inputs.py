@@ -413,10 +413,10 @@ QUICK_CASES = {"NRRD header claiming 100000^3", "MHA header claiming 100000^3", 
 NEEDS_NON_ROOT = {"unreadable file (chmod 000)", "file in a folder without execute permission"}
 
 
-def _params():
-    for name in CASES:
-        marks = [pytest.mark.skipif(IS_ROOT, reason="root ignores file permissions")] if name in NEEDS_NON_ROOT else []
-        yield pytest.param(name, id=name.replace(" ", "_"), marks=marks)
+def _params() -> list:
+    root_skip = [pytest.mark.skipif(IS_ROOT, reason="root ignores file permissions")]
+    return [pytest.param(name, id=name.replace(" ", "_"), marks=root_skip if name in NEEDS_NON_ROOT else [])
+            for name in CASES]
 
 
 @pytest.fixture
