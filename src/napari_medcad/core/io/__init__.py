@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..atomic import replacing
 from ..errors import MedcadError
 from ..image import MedicalImage
 from .paths import (
@@ -120,17 +121,13 @@ def write_image(image: MedicalImage, path: str | os.PathLike, compress: bool = T
         )
     if not path.parent.is_dir():
         raise MedcadError("the folder to write into does not exist", path.parent)
-    temporary = path.with_name(f".{path.name[: -len(ext)]}.partial{os.getpid()}{ext}")
     try:
-        sitk.WriteImage(image.to_sitk(), str(temporary), useCompression=compress and ext != ".nii")
-        os.replace(temporary, path)
+        with replacing(path, suffix=ext) as temporary:
+            sitk.WriteImage(image.to_sitk(), str(temporary), useCompression=compress and ext != ".nii")
     except RuntimeError as err:
         from .itk_formats import itk_reason
 
         raise MedcadError(f"could not write the image ({itk_reason(err)})", path) from None
     except OSError as err:
         raise MedcadError(f"could not write the image ({err.strerror or err})", path) from None
-    finally:
-        if temporary.exists():
-            temporary.unlink()
     return path

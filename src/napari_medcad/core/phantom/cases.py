@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from ..atomic import write_text
 from ..errors import MedcadError
 from ..io import write_image
 from .config import PhantomConfig
@@ -60,15 +62,11 @@ def write_phantom_cases(out_dir: str | os.PathLike, n_cases: int, seed: int, con
 
 def _write_csv(path: Path, rows) -> None:
     """Write atomically: a reader never sees half a table."""
-    temporary = path.with_name(f".{path.name}.partial{os.getpid()}")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(ANNOTATION_COLUMNS)
+    writer.writerows(rows)
     try:
-        with open(temporary, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(ANNOTATION_COLUMNS)
-            writer.writerows(rows)
-        os.replace(temporary, path)
+        write_text(path, buffer.getvalue())
     except OSError as err:
         raise MedcadError(f"could not write the annotations ({err.strerror or err})", path) from None
-    finally:
-        if temporary.exists():
-            temporary.unlink()

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterable, Iterator, Mapping, Optional, Union
 
+from ..atomic import write_text
 from ..errors import MedcadError
 from ..image import MedicalImage
 from ..progress import ProgressFn, report, scaled
@@ -139,16 +139,7 @@ class Pipeline:
 
     def save(self, path: Union[str, os.PathLike]) -> Path:
         """Write JSON beside the target and rename, so a pipeline file is never half-written."""
-        path = Path(path)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                stream.write(self.to_json() + "\n")
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-        return path
+        return write_text(path, self.to_json() + "\n")
 
     def describe(self) -> str:
         """Numbered lines, one per step; stable across runs and versions of the dict order."""
