@@ -41,9 +41,17 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
 fi
 
 stamp=.venv/.medcad-installed
-wanted="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+wanted="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
   echo "setup: installing napari-medcad with its test and demo extras"
   $pip install -q -e ".[test]"
+  # nnU-Net v2 for its dataset integrity check only, without its dependencies (see pyproject.toml)
+  $pip install -q --no-deps "nnunetv2==2.8.1"
   echo "$wanted" > "$stamp"
+fi
+
+# a dependency that asks for a newer torch would swap the CPU build for a multi-GB CUDA one
+if [ -z "${TORCH_SPEC:-}" ] && ! .venv/bin/python -c "import torch, sys; sys.exit('+cpu' not in torch.__version__)"; then
+  echo "setup: a dependency replaced torch==2.13.0 (CPU build); see pyproject.toml" >&2
+  exit 1
 fi
