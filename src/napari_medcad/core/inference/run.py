@@ -1,0 +1,252 @@
+"""Run a model on an image: the card's preprocessing, mask, tiled inference, findings, back to the source.
+
+This is the one function the CLI, the napari widget, notebooks and the benchmark call, so they
+cannot drift apart.  Steps (each reported through ``progress``, each a place to cancel):
+
+1. check the image against the card (dimensionality, colour, modality, finite values);
+2. the card's geometry steps (resampling to its spacing), then, when the card asks for mask
+   skipping, the lung mask on that grid (still in HU), then the card's remaining steps;
+   together exactly ``Pipeline.run`` of the card's pipeline;
+3. tiled inference (engine.infer_probabilities: MONAI sliding window, windows outside the mask
+   skipped);
+4. decoding to findings on the model's grid (connected components), then findings, labels and
+   probability mapped onto the source grid (world positions are the truth in between).
+
+torch is imported inside the functions only: ``import napari_medcad.core`` stays light.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import MedcadError
+from ..findings import Findings
+from ..image import MedicalImage
+from ..models.card import ModelCard
+from ..progress import ProgressFn, report, scaled
+
+#: modalities that say nothing about what the image holds (a NIfTI file, say): not refused
+UNKNOWN_MODALITIES = {"", "OT", "UNKNOWN"}
+#: share of the progress bar per stage: prepare, mask, infer, decode
+_STAGES = {"prepare": (0.0, 0.12), "mask": (0.12, 0.22), "infer": (0.22, 0.92), "decode": (0.92, 1.0)}
+
+
+@dataclass
+class ModelResult:
+    findings: Findings  # centres in world mm (LPS) and voxel index of the SOURCE image
+    labels: MedicalImage | None  # nodule masks on the source grid, uint16, value = finding id
+    probability: MedicalImage | None  # float32 heatmap on the source grid (0..1)
+    report: dict = field(default_factory=dict)
+
+
+def _card_of(model: str | ModelCard) -> ModelCard:
+    if isinstance(model, ModelCard):
+        return model
+    from ..models.registry import find_model
+
+    return find_model(model)
+
+
+def check_input(image: MedicalImage, card: ModelCard) -> None:
+    """Refuse images the model cannot read, with a message a user understands."""
+    if image.rgb:
+        raise MedcadError(f"model '{card.name}' needs a grey-level {card.modality} image; '{image.name}' is a colour picture")
+    if image.ndim != card.dims:
+        raise MedcadError(f"model '{card.name}' works on {card.dims}-D images; '{image.name}' is {image.ndim}-D")
+    modality = (image.modality or "").upper()
+    if modality not in UNKNOWN_MODALITIES and card.modality and modality != card.modality.upper():
+        raise MedcadError(f"model '{card.name}' is for {card.modality} images; '{image.name}' is {image.modality}")
+    array = image.array
+    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise MedcadError(f"'{image.name}' holds {array.dtype} values, not real numbers")
+    if array.size == 0:
+        raise MedcadError(f"'{image.name}' is empty")
+    if np.issubdtype(array.dtype, np.floating) and not (np.isfinite(np.min(array)) and np.isfinite(np.max(array))):
+        raise MedcadError(f"'{image.name}' contains NaN or infinite values")
+
+
+def _split_pipeline(card: ModelCard):
+    """The card's pipeline as (leading geometry steps, the rest): the mask is made in between."""
+    from ..preprocess import Pipeline
+
+    pipeline = Pipeline.from_dict(card.preprocessing)
+    steps = list(pipeline.steps)
+    cut = 0
+    while cut < len(steps) and steps[cut].operation.family == "Geometry":
+        cut += 1
+    return pipeline, Pipeline(tuple(steps[:cut])), Pipeline(tuple(steps[cut:]))
+
+
+def _mask_on_grid(mask: MedicalImage, geometry_steps) -> np.ndarray:
+    """A user mask (source grid) on the model's grid: the same geometry steps, nearest neighbour."""
+    from ..preprocess import Pipeline, Step
+
+    nearest = []
+    for step in geometry_steps:
+        params = dict(step.params)
+        if "interpolation" in params:
+            params["interpolation"] = "nearest"
+        nearest.append(Step(step.op, params))
+    binary = mask.with_array((np.asarray(mask.array) > 0).astype(np.uint8))
+    return np.asarray(Pipeline(tuple(nearest)).run(binary).array) > 0
+
+
+def _to_source(image: MedicalImage, source: MedicalImage, interpolation: str, dtype) -> MedicalImage:
+    """``image`` resampled onto ``source``'s grid (SimpleITK; world positions are kept)."""
+    import SimpleITK as sitk
+
+    if image.spatial_shape == source.spatial_shape and image.geometry == source.geometry:
+        return source.with_array(np.asarray(image.array, dtype=dtype), modality=image.modality, name=image.name,
+                                 metadata={})
+    moving = image.to_sitk()
+    reference = sitk.Image([int(v) for v in source.size_xyz], sitk.sitkUInt8)
+    source.geometry.apply_to_sitk(reference)
+    method = sitk.sitkNearestNeighbor if interpolation == "nearest" else sitk.sitkLinear
+    resampled = sitk.Resample(moving, reference, sitk.Transform(), method, 0.0, moving.GetPixelID())
+    array = sitk.GetArrayFromImage(resampled).astype(dtype, copy=False)
+    return source.with_array(array, modality=image.modality, name=image.name, metadata={})
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as metadata
+
+    versions = {"python": platform.python_version()}
+    for package in ("napari-medcad", "torch", "monai", "numpy", "scipy", "SimpleITK"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def run_model(
+    image: MedicalImage,
+    model: str | ModelCard = "lung-nodule-ct",
+    device: str = "auto",
+    progress: ProgressFn | None = None,
+    mask: MedicalImage | None = None,
+) -> ModelResult:
+    """Findings, label map and probability map of ``model`` on ``image``, on the image's own grid.
+
+    ``mask`` (same grid as ``image``) replaces the lung mask the card would compute; windows
+    wholly outside it are not run.  Raises MedcadError for images the model cannot read and
+    Cancelled when ``progress`` raises it.
+    """
+    from ..inference.decode import decode_components
+    from ..inference.engine import TileSettings, infer_probabilities
+    from ..models.loading import load_network
+    from ..preprocess import lung_mask
+
+    card = _card_of(model)
+    check_input(image, card)
+    if mask is not None and mask.spatial_shape != image.spatial_shape:
+        raise MedcadError(f"the mask's shape {mask.spatial_shape} does not match the image's {image.spatial_shape}")
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+
+    # 1. preprocessing, with the mask made on the model's grid before intensity steps
+    clock = time.perf_counter()
+    report(progress, 0, 1000, "preparing the image")
+    pipeline, geometry_steps, intensity_steps = _split_pipeline(card)
+    start, stop = _STAGES["prepare"]
+    gridded = geometry_steps.run(image, scaled(progress, start, (start + stop) / 2), device=_pipeline_device(device))
+    prepared = intensity_steps.run(gridded, scaled(progress, (start + stop) / 2, stop), device=_pipeline_device(device))
+    timings["preprocess_s"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    mask_array = None
+    mask_source = "none"
+    use_mask = card.inference.get("mask")
+    if mask is not None:
+        mask_array = _mask_on_grid(mask, geometry_steps)
+        mask_source = "given"
+    elif use_mask == "lung":
+        mask_array = lung_mask(gridded, progress=scaled(progress, *_STAGES["mask"])).array > 0
+        mask_source = "lung_mask"
+    elif use_mask:
+        raise MedcadError(f"model card '{card.name}': unknown inference mask '{use_mask}' (known: lung)")
+    if mask_array is not None and mask_array.shape != prepared.spatial_shape:
+        raise MedcadError("the mask does not cover the same grid as the prepared image")
+    timings["mask_s"] = time.perf_counter() - clock
+
+    # 2. tiled inference
+    clock = time.perf_counter()
+    network = load_network(card)
+    settings = TileSettings.from_card(card.inference)
+    activation = str(card.output.get("activation", "sigmoid"))
+    out_channels = int(card.output.get("channels", 1))
+    probabilities, engine_report = infer_probabilities(
+        network, np.asarray(prepared.array, dtype=np.float32), settings, mask=mask_array, device=device,
+        activation=activation, out_channels=out_channels, progress=scaled(progress, *_STAGES["infer"]),
+    )
+    timings["inference_s"] = time.perf_counter() - clock
+
+    # 3. decoding on the model's grid, then onto the source grid
+    clock = time.perf_counter()
+    report(progress, int(_STAGES["decode"][0] * 1000), 1000, "decoding findings")
+    channel = int(card.output.get("finding_channel", out_channels - 1))
+    probability_grid = prepared.with_array(probabilities[channel], modality="OT", name=f"{image.name} probability",
+                                           metadata={})
+    hu_grid = gridded if gridded.metadata.get("intensity") is None else None
+    label = card.classes[-1] if card.classes else "finding"
+    findings_grid, label_array = decode_components(probability_grid, hu_grid, card.decoding, label=label)
+    del probabilities
+
+    findings = Findings(geometry=image.geometry, shape_zyx=image.spatial_shape,
+                        image_signature=image.content_signature())
+    for finding in findings_grid:
+        finding.centre_index_zyx = tuple(float(v) for v in image.world_to_index(finding.centre_world_mm))
+        if finding.bbox_index_zyx is not None:
+            grid_start, grid_stop = finding.bbox_index_zyx
+            corners = np.array([np.asarray(grid_start, float) - 0.5, np.asarray(grid_stop, float) - 0.5])
+            source_corners = image.world_to_index(prepared.index_to_world(corners))
+            low = np.clip(np.floor(source_corners.min(axis=0) + 0.5), 0, None).astype(int)
+            high = np.minimum(np.ceil(source_corners.max(axis=0) + 0.5), image.spatial_shape).astype(int)
+            finding.bbox_index_zyx = (tuple(int(v) for v in low), tuple(int(v) for v in high))
+        findings.add(finding)
+
+    label_grid = prepared.with_array(label_array.astype(np.uint16), modality="SEG", name=f"{image.name} findings",
+                                     metadata={})
+    labels = _to_source(label_grid, image, "nearest", np.uint16)
+    probability = _to_source(probability_grid, image, "linear", np.float32)
+    np.clip(probability.array, 0.0, 1.0, out=probability.array)
+    timings["decode_s"] = time.perf_counter() - clock
+    timings["total_s"] = time.perf_counter() - started
+
+    findings.provenance = {
+        "model": card.name,
+        "model_version": card.version,
+        "threshold": card.threshold,
+        "decoding": dict(card.decoding),
+        "device": engine_report.device,
+    }
+    summary: dict[str, Any] = {
+        "model": {"name": card.name, "version": card.version, "task": card.task, "format": card.format,
+                  "path": str(card.path) if card.path else None, "license": card.license},
+        "image": {"name": image.name, "shape_zyx": list(image.spatial_shape),
+                  "spacing_xyz": list(image.geometry.spacing_xyz), "modality": image.modality},
+        "model_grid": {"shape_zyx": list(prepared.spatial_shape), "spacing_xyz": list(prepared.geometry.spacing_xyz)},
+        "device": engine_report.device,
+        "precision": engine_report.precision,
+        "preprocessing": pipeline.to_dict(),
+        "mask": mask_source,
+        "decoding": dict(card.decoding),
+        "tiling": {"roi_size_zyx": list(settings.roi_size_zyx), "overlap": settings.overlap,
+                   "batch_size": settings.batch_size, "blend": settings.blend},
+        "engine": engine_report.to_dict(),
+        "findings": len(findings),
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+        "versions": _versions(),
+    }
+    report(progress, 1000, 1000, f"{len(findings)} findings")
+    return ModelResult(findings=findings, labels=labels, probability=probability, report=summary)
+
+
+def _pipeline_device(device: str) -> str:
+    """Preprocessing runs where inference runs; "auto" lets each step choose."""
+    return device if device in ("auto", "cpu") or device.startswith(("cuda", "mps")) else "auto"

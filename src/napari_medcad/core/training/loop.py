@@ -1,0 +1,229 @@
+"""The seeded training loop of the segmentation-style detector, on phantom patches, on the CPU.
+
+Data: phantom cases drawn with ``PhantomConfig.random_for_training`` (in-plane 0.5-1 mm, slices
+1-5 mm, noise, blur, HU calibration, contrast, nodule kinds, juxta-vascular/pleural), put
+through exactly the card's preprocessing so the network sees what inference will give it.
+Patches: half centred (with jitter) on nodules, half anywhere in the lungs or the volume.
+Augmentation on patches: flips, intensity scale/shift, extra noise.  Loss: Dice + BCE.
+After training, the card's threshold is chosen on separate validation phantoms: the lowest
+one that keeps false positives at ``val_fp_per_scan``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import Cancelled  # noqa: F401  (raised by progress callbacks, passes through)
+from ..progress import ProgressFn, report, scaled
+
+
+@dataclasses.dataclass
+class TrainingCase:
+    image: np.ndarray  # float32, prepared (card grid, intensity steps applied)
+    target: np.ndarray  # uint8 nodule mask on the card grid
+    lungs: np.ndarray  # bool lung mask on the card grid
+    nodule_voxels: np.ndarray  # (N, 3) nodule centres as card-grid indices
+
+
+def case_config(seed: int, recipe: dict[str, Any]):
+    """The phantom config of one training case: the generator's wide augmentation, >= 1 nodule."""
+    from ..phantom import PhantomConfig
+
+    config = PhantomConfig.random_for_training(seed, max_in_plane=int(recipe["max_in_plane"]),
+                                               max_slices=int(recipe["max_slices"]))
+    low, high = config.n_nodules
+    return dataclasses.replace(config, n_nodules=(1, max(2, high)))
+
+
+def prepare_case(seed: int, card, recipe: dict[str, Any]) -> TrainingCase:
+    """One phantom, prepared by the card's pipeline; labels and lungs by nearest neighbour."""
+    from ..inference.run import _split_pipeline
+    from ..phantom import generate_chest_ct
+    from ..preprocess import Pipeline, Step
+
+    case = generate_chest_ct(seed, case_config(seed, recipe))
+    pipeline, geometry_steps, _ = _split_pipeline(card)
+    prepared = pipeline.run(case.image, device="cpu")
+    nearest = Pipeline(tuple(
+        Step(s.op, {**dict(s.params), **({"interpolation": "nearest"} if "interpolation" in s.params else {})})
+        for s in geometry_steps
+    ))
+    target = nearest.run(case.labels, device="cpu").array > 0
+    lungs = nearest.run(case.lung_mask, device="cpu").array > 0
+    centres = np.array([prepared.world_to_index(n.centre_world_mm) for n in case.nodules], float).reshape(-1, 3)
+    return TrainingCase(np.asarray(prepared.array, np.float32), target.astype(np.uint8), lungs, centres)
+
+
+def _patch(array: np.ndarray, centre: np.ndarray, size: np.ndarray, fill: float) -> np.ndarray:
+    """The patch of ``size`` around ``centre``, padded with ``fill`` outside the volume."""
+    start = np.round(centre).astype(int) - size // 2
+    out = np.full(tuple(size), fill, dtype=array.dtype)
+    src = tuple(slice(max(0, s), min(n, s + k)) for s, k, n in zip(start, size, array.shape))
+    dst = tuple(slice(a.start - s, a.stop - s) for a, s in zip(src, start))
+    out[dst] = array[src]
+    return out
+
+
+def sample_batch(cases: list[TrainingCase], rng: np.random.Generator, recipe: dict[str, Any]):
+    """Images and targets (B, 1, z, y, x) of one augmented batch."""
+    size = np.asarray(recipe["patch_zyx"], int)
+    images, targets = [], []
+    for _ in range(int(recipe["batch_size"])):
+        case = cases[int(rng.integers(len(cases)))]
+        if len(case.nodule_voxels) and rng.random() < float(recipe["positive_fraction"]):
+            centre = case.nodule_voxels[int(rng.integers(len(case.nodule_voxels)))]
+            centre = centre + rng.uniform(-0.35, 0.35, 3) * size
+        elif rng.random() < 0.8 and case.lungs.any():
+            points = np.flatnonzero(case.lungs.ravel()[:: 97])
+            centre = np.array(np.unravel_index(points[int(rng.integers(len(points)))] * 97, case.lungs.shape), float)
+        else:
+            centre = rng.uniform(0, 1, 3) * np.asarray(case.image.shape)
+        image = _patch(case.image, centre, size, 0.0)
+        target = _patch(case.target, centre, size, 0)
+        for axis in (1, 2):  # left-right and front-back flips; z keeps head-feet order
+            if rng.random() < 0.5:
+                image, target = np.flip(image, axis), np.flip(target, axis)
+        image = image * np.float32(rng.uniform(0.9, 1.1)) + np.float32(rng.uniform(-0.04, 0.04))
+        if rng.random() < 0.5:
+            image = image + rng.normal(0.0, rng.uniform(0.0, 0.03), image.shape).astype(np.float32)
+        images.append(np.ascontiguousarray(image, np.float32))
+        targets.append(np.ascontiguousarray(target, np.float32))
+    return np.stack(images)[:, None], np.stack(targets)[:, None]
+
+
+def _atomic_torch_save(state: dict, path: Path) -> None:
+    import torch
+
+    temporary = path.with_name(f".{path.name}.partial")
+    torch.save(state, temporary)
+    os.replace(temporary, path)
+
+
+def _versions() -> dict[str, str]:
+    from ..inference.run import _versions as versions
+
+    return versions()
+
+
+def train_segmentation_detector(card_data: dict, recipe: dict, out_dir: Path, progress: ProgressFn | None) -> Path:
+    import torch
+    from monai.losses import DiceCELoss
+
+    from ..models.card import ModelCard
+    from ..models.networks import build
+    from ..phantom.cases import case_seed
+
+    started = time.perf_counter()
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(recipe["threads"])))
+    try:
+        seed = int(recipe["seed"])
+        card = ModelCard.from_dict(card_data)
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        network = build(card.architecture)
+        epochs, steps = int(recipe["epochs"]), int(recipe["steps_per_epoch"])
+        total_steps = epochs * steps
+        n_train = int(recipe["train_cases"]) if total_steps else 0
+        train_seeds = [case_seed(seed, i) for i in range(n_train)]
+        data_share = 0.15 if total_steps else 0.0
+        cases = []
+        for index, case_index_seed in enumerate(train_seeds):
+            report(scaled(progress, 0.0, data_share), index, n_train, f"phantom {index + 1}/{n_train}")
+            cases.append(prepare_case(case_index_seed, card, recipe))
+        data_seconds = time.perf_counter() - started
+
+        losses: list[float] = []
+        train_share = 0.85 if int(recipe["val_cases"]) else 1.0
+        if total_steps:
+            loss_fn = DiceCELoss(sigmoid=True, batch=True)
+            optimiser = torch.optim.AdamW(network.parameters(), lr=float(recipe["learning_rate"]), weight_decay=1e-4)
+            schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=float(recipe["learning_rate"]),
+                                                           total_steps=total_steps, pct_start=0.1)
+            network.train()
+            step_progress = scaled(progress, data_share, train_share)
+            for epoch in range(epochs):
+                epoch_losses = []
+                for step in range(steps):
+                    images, targets = sample_batch(cases, rng, recipe)
+                    logits = network(torch.from_numpy(images))
+                    loss = loss_fn(logits, torch.from_numpy(targets))
+                    optimiser.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimiser.step()
+                    schedule.step()
+                    epoch_losses.append(float(loss.detach()))
+                    done = epoch * steps + step + 1
+                    report(step_progress, done, total_steps, f"epoch {epoch + 1}/{epochs}, loss {np.mean(epoch_losses):.4f}")
+                losses.append(round(float(np.mean(epoch_losses)), 5))
+        del cases
+        train_seconds = time.perf_counter() - started - data_seconds
+        network.eval()
+        weights_path = out_dir / card.weights
+        _atomic_torch_save({k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}, weights_path)
+        card_path = out_dir / "card.yaml"
+        card.path = card_path
+
+        validation = {}
+        if int(recipe["val_cases"]) and total_steps:
+            validation = validate(card, recipe, scaled(progress, train_share, 1.0))
+            card.decoding["threshold"] = validation["threshold"]
+        card.provenance = {
+            "default_for_modality": True,
+            "trained_with": "napari-medcad train-builtin " + card.name,
+            "seed": seed,
+            "data": {
+                "source": "napari-medcad synthetic chest CT phantom (generate_chest_ct)",
+                "train_case_seeds": {"seed": seed, "count": n_train, "rule": "phantom.cases.case_seed(seed, i)"},
+                "phantom_config": "PhantomConfig.random_for_training(case_seed, max_in_plane, max_slices) with n_nodules >= 1",
+                "validation_case_seeds": {"seed": int(recipe["val_seed"]), "count": int(recipe["val_cases"])},
+            },
+            "recipe": {k: (list(v) if isinstance(v, tuple) else v) for k, v in recipe.items()},
+            "epochs": epochs,
+            "loss": "monai DiceCELoss(sigmoid, batch)",
+            "losses_per_epoch": losses,
+            "validation": validation,
+            "seconds": {"data": round(data_seconds, 1), "training": round(train_seconds, 1),
+                        "total": round(time.perf_counter() - started, 1)},
+            "threads": torch.get_num_threads(),
+            "versions": _versions(),
+            "untrained": total_steps == 0,
+        }
+        card.save(card_path)
+        report(progress, 1, 1, "saved " + card.name)
+        return card_path
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def validate(card, recipe: dict, progress: ProgressFn | None) -> dict:
+    """Run the saved model on validation phantoms; choose the threshold for the target FP rate."""
+    from ..inference.run import run_model
+    from ..phantom import generate_chest_ct
+    from ..phantom.cases import case_seed
+    from .evaluation import froc, match_case, threshold_for_fp_rate
+
+    low = dataclasses.replace(card, decoding={**card.decoding, "threshold": 0.1})
+    n_val = int(recipe["val_cases"])
+    matches = []
+    for index in range(n_val):
+        report(progress, index, n_val, f"validation phantom {index + 1}/{n_val}")
+        seed = case_seed(int(recipe["val_seed"]), index)
+        case = generate_chest_ct(seed, case_config(seed, recipe))
+        result = run_model(case.image, low, device="cpu")
+        centres = np.array([f.centre_world_mm for f in result.findings], float).reshape(-1, 3)
+        matches.append(match_case(centres, [f.probability for f in result.findings],
+                                  np.array([n.centre_world_mm for n in case.nodules]).reshape(-1, 3),
+                                  [n.diameter_mm for n in case.nodules]))
+    threshold = threshold_for_fp_rate(matches, float(recipe["val_fp_per_scan"]))
+    threshold = float(np.clip(threshold, 0.1, 0.95))
+    scores = froc(matches)
+    return {"cases": n_val, "threshold": round(threshold, 4), "fp_per_scan_target": float(recipe["val_fp_per_scan"]),
+            "froc": {str(k): round(v, 4) for k, v in scores["sensitivity"].items()}, "cpm": round(scores["cpm"], 4),
+            "nodules": scores["n_nodules"]}

@@ -1,0 +1,125 @@
+"""run_model end to end: the built-in detector on a small phantom, geometry, cancellation, bad inputs."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from napari_medcad.core.errors import Cancelled, MedcadError
+from napari_medcad.core.image import Geometry, MedicalImage
+from napari_medcad.core.inference.run import ModelResult, run_model
+from napari_medcad.core.models.registry import find_model
+from napari_medcad.core.phantom import PhantomConfig, generate_chest_ct
+
+#: a small scan around the lungs (the card resamples it to 1.5 x 1.5 x 2 mm)
+SMALL = PhantomConfig(shape_zyx=(48, 192, 192), spacing_xyz=(1.5, 1.5, 2.0), first_slice_z_mm=-260.0,
+                      n_nodules=(3, 3), nodule_diameter_mm=(8.0, 16.0), ground_glass_fraction=0.0,
+                      part_solid_fraction=0.0, juxta_vascular_fraction=0.0, juxta_pleural_fraction=0.0)
+
+
+@pytest.fixture(scope="module")
+def case():
+    return generate_chest_ct(11, SMALL)
+
+
+@pytest.fixture(scope="module")
+def result(case):
+    # the geometry is made non-trivial so index <-> world mistakes show
+    return run_model(case.image, "lung-nodule-ct", device="cpu")
+
+
+def test_finds_a_true_nodule_at_the_right_place(case, result):
+    assert isinstance(result, ModelResult)
+    card = find_model("lung-nodule-ct")
+    hits = 0
+    for finding in result.findings.above(card.threshold):
+        distances = [np.linalg.norm(np.subtract(finding.centre_world_mm, n.centre_world_mm)) for n in case.nodules]
+        nearest = int(np.argmin(distances))
+        if distances[nearest] <= case.nodules[nearest].diameter_mm / 2:
+            hits += 1
+            # the finding's voxel centre is on the source grid and agrees with its world centre
+            np.testing.assert_allclose(case.image.index_to_world(finding.centre_index_zyx), finding.centre_world_mm,
+                                       atol=1e-6)
+            # and the true label lies under it
+            index = tuple(int(round(v)) for v in finding.centre_index_zyx)
+            assert case.labels.array[index] == case.nodules[nearest].id
+    assert hits >= 1
+
+
+def test_outputs_are_on_the_source_grid(case, result):
+    for image, dtype in ((result.labels, np.uint16), (result.probability, np.float32)):
+        assert image.spatial_shape == case.image.spatial_shape
+        assert image.geometry == case.image.geometry
+        assert image.array.dtype == dtype
+    assert 0.0 <= result.probability.array.min() and result.probability.array.max() <= 1.0
+    # every finding's label region is where the finding is (world positions of labels match)
+    for finding in result.findings:
+        voxels = np.argwhere(result.labels.array == finding.id)
+        assert len(voxels)
+        centre = case.image.index_to_world(voxels.mean(axis=0))
+        assert np.linalg.norm(centre - np.asarray(finding.centre_world_mm)) < max(3.0, finding.diameter_mm / 2)
+    assert result.findings.geometry == case.image.geometry
+
+
+def test_report_records_what_ran(result):
+    report = result.report
+    assert report["model"]["name"] == "lung-nodule-ct"
+    assert report["device"] == "cpu"
+    assert report["preprocessing"]["steps"][0]["op"] == "resample"
+    assert report["engine"]["windows_run"] >= 1
+    assert {"preprocess_s", "mask_s", "inference_s", "decode_s", "total_s"} <= set(report["timings_s"])
+    assert "torch" in report["versions"] and "monai" in report["versions"]
+
+
+def test_cancel_through_progress(case):
+    seen = []
+
+    def cancel_in_inference(item):
+        seen.append(item)
+        if "windows" in item.message:
+            raise Cancelled()
+
+    with pytest.raises(Cancelled):
+        run_model(case.image, device="cpu", progress=cancel_in_inference)
+    assert any("windows" in item.message for item in seen)
+
+
+def test_given_mask_skips_everything_outside(case):
+    empty = case.lung_mask.with_array(np.zeros_like(case.lung_mask.array))
+    result = run_model(case.image, device="cpu", mask=empty)
+    assert len(result.findings) == 0 and result.report["mask"] == "given"
+    assert result.report["engine"]["windows_run"] == 0
+
+
+def _ct(array, **changes):
+    geometry = Geometry.identity(array.ndim - (1 if changes.get("rgb") else 0))
+    return MedicalImage(array, geometry, modality=changes.pop("modality", "CT"), name="bad", **changes)
+
+
+@pytest.mark.parametrize("image, message", [
+    (_ct(np.zeros((64, 64), np.int16)), "3-D"),
+    (_ct(np.zeros((16, 16, 16, 3), np.uint8), rgb=True), "colour"),
+    (_ct(np.zeros((16, 32, 32), np.int16), modality="MR"), "CT images"),
+    (_ct(np.full((16, 32, 32), np.nan, np.float32)), "NaN"),
+])
+def test_bad_inputs_are_user_errors(image, message):
+    with pytest.raises(MedcadError, match=message) as caught:
+        run_model(image, device="cpu")
+    assert "\n" not in str(caught.value)
+
+
+def test_mask_of_another_shape_is_refused(case):
+    with pytest.raises(MedcadError, match="mask"):
+        run_model(case.image, device="cpu", mask=case.lung_mask.with_array(case.lung_mask.array[:-1]))
+
+
+def test_unknown_model_is_a_user_error(case):
+    with pytest.raises(MedcadError, match="unknown model"):
+        run_model(case.image, "no-such-model")
+
+
+def test_card_object_is_accepted(case):
+    card = find_model("lung-nodule-ct")
+    strict = dataclasses.replace(card, decoding={**card.decoding, "threshold": 1.0})  # nothing reaches 1.0
+    result = run_model(case.image, strict, device="cpu")
+    assert len(result.findings) == 0 and not result.labels.array.any()
