@@ -1,0 +1,132 @@
+"""`napari-medcad predict INPUT... --model NAME|PATH --out DIR`: run a model on images, write results.
+
+For each input, ``DIR/<case>/`` gets ``findings.csv`` (LUNA16 submission columns first, world
+mm), ``labels.nii.gz`` (when the model gives masks, on the source grid) and ``report.json``.
+``<case>`` comes from the file or folder name only (never from DICOM tags, which may name the
+patient).  A bad case is reported in one line and skipped; the exit status is then 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+from ..cli import EXIT_USER_ERROR, command
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_MAX_CASE_CHARS = 96
+
+
+def arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image file or DICOM folder (several allowed)")
+    parser.add_argument("--model", default="lung-nodule-ct", metavar="NAME|PATH",
+                        help="registered model name, or a model folder / card file (default: lung-nodule-ct)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder for the results (one subfolder per case)")
+    parser.add_argument("--device", default="auto", choices=DEVICES, help="where to run the model (default: auto)")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+
+def case_name(path: str | os.PathLike) -> str:
+    """A safe folder name from an input's file or folder name: no separators, no '..', no dot first."""
+    from ..core.io.paths import extension_of
+
+    name = os.path.basename(os.path.normpath(os.path.abspath(os.fspath(path))))
+    ext = extension_of(name)
+    if ext and name.lower().endswith(ext) and len(name) > len(ext):
+        name = name[: -len(ext)]
+    name = _UNSAFE.sub("_", name).strip("._-")
+    name = re.sub(r"\.{2,}", ".", name)[:_MAX_CASE_CHARS].strip("._-")
+    return name or "case"
+
+
+def unique_case_names(inputs: list[str]) -> list[str]:
+    """``case_name`` of each input, with ``_2``, ``_3``... when two inputs share a name."""
+    names, seen = [], set()
+    for item in inputs:
+        base = case_name(item)
+        name, number = base, 1
+        while name.lower() in seen:  # case-insensitive file systems would merge them
+            number += 1
+            name = f"{base}_{number}"
+        seen.add(name.lower())
+        names.append(name)
+    return names
+
+
+class _StderrProgress:
+    """Progress lines on stderr: one per new stage or 10 % step, so logs stay short."""
+
+    def __init__(self, case: str, quiet: bool):
+        self.case, self.quiet, self.last = case, quiet, (None, -1)
+
+    def __call__(self, item) -> None:
+        if self.quiet:
+            return
+        decile = int(item.fraction * 10)
+        stage = item.message.split(" (")[0]
+        if (stage, decile) != self.last and (stage != self.last[0] or decile > self.last[1]):
+            self.last = (stage, decile)
+            print(f"{self.case}: {item.fraction * 100:3.0f}% {item.message}", file=sys.stderr, flush=True)
+
+
+def predict_case(image, card, case: str, out_dir: Path, device: str, progress=None) -> dict:
+    """Run ``card`` on ``image`` and write the case folder; returns the report written."""
+    from ..core.atomic import write_text
+    from ..core.inference.run import run_model
+    from ..core.io import write_image
+
+    result = run_model(image, card, device=device, progress=progress)
+    folder = out_dir / case
+    folder.mkdir(parents=True, exist_ok=True)
+    written = ["findings.csv", "report.json"]
+    write_text(folder / "findings.csv", result.findings.to_csv(seriesuid=case))
+    labels_path = folder / "labels.nii.gz"
+    if result.labels is not None:
+        write_image(result.labels.with_array(result.labels.array, name=f"{case} labels"), labels_path)
+        written.insert(1, "labels.nii.gz")
+    elif labels_path.exists():  # from an earlier run with another model: would not match these findings
+        labels_path.unlink()
+    report = {"case": case, **result.report, "files": written}
+    write_text(folder / "report.json", json.dumps(report, indent=2, default=str) + "\n")
+    return report
+
+
+@command("predict", "run a model on images or DICOM folders; write findings (LUNA16 CSV), labels and a report",
+         arguments)
+def run(args: argparse.Namespace) -> int:
+    from ..core.errors import MedcadError
+    from ..core.inference.devices import select_device
+    from ..core.io import read_image
+    from ..core.models.registry import find_model
+
+    card = find_model(args.model)  # a bad model or device fails every case: one line, exit 2
+    select_device(args.device)
+    out_dir = Path(args.out)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise MedcadError(f"cannot create the output folder ({err.strerror or err})", out_dir) from None
+
+    failed = 0
+    for source, case in zip(args.inputs, unique_case_names(args.inputs)):
+        started = time.perf_counter()
+        try:
+            image = read_image(source)
+            report = predict_case(image, card, case, out_dir, args.device, _StderrProgress(case, args.quiet))
+        except MedcadError as err:
+            failed += 1
+            print(f"napari-medcad predict: {case}: {err}", file=sys.stderr, flush=True)
+            continue
+        except MemoryError:
+            failed += 1
+            print(f"napari-medcad predict: {case}: {source}: not enough memory", file=sys.stderr, flush=True)
+            continue
+        print(f"{case}: {report['findings']} findings in {time.perf_counter() - started:.1f} s -> {out_dir / case}",
+              flush=True)
+    return EXIT_USER_ERROR if failed else 0
