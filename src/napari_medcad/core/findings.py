@@ -148,9 +148,11 @@ class Findings:
         return tuple(float(v) for v in self.geometry.index_to_world(np.asarray(centre_index_zyx)))
 
     # serialisation --------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, include_items: bool = True) -> dict[str, Any]:
+        """Plain data; ``include_items=False`` leaves ``items`` empty for callers that keep
+        their findings already encoded (the review file, rewritten after every action)."""
         return {
-            "items": [f.to_dict() for f in self.items],
+            "items": [f.to_dict() for f in self.items] if include_items else [],
             "geometry": self.geometry.to_dict() if self.geometry else None,
             "shape_zyx": list(self.shape_zyx),
             "image_signature": self.image_signature,
