@@ -50,10 +50,10 @@ LUNG_NODULE_CT_CARD: dict[str, Any] = {
 
 LUNG_NODULE_CT_TRAINING: dict[str, Any] = {
     "seed": 20240401,
-    "train_cases": 40,
-    "val_cases": 8,
+    "train_cases": 32,
+    "val_cases": 6,
     "val_seed": 20240402,
-    "epochs": 12,
+    "epochs": 10,
     "steps_per_epoch": 50,
     "batch_size": 4,
     "patch_zyx": [32, 64, 64],

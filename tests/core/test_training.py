@@ -1,0 +1,79 @@
+"""Training: seeded and deterministic, writes a card and weights run_model can load; the CLI; FROC."""
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from napari_medcad.cli import main
+from napari_medcad.core.errors import Cancelled, MedcadError
+from napari_medcad.core.inference.run import run_model
+from napari_medcad.core.models.card import read_card
+from napari_medcad.core.models.loading import load_network, safe_load_weights
+from napari_medcad.core.phantom import PhantomConfig, generate_chest_ct
+from napari_medcad.core.training import train_builtin
+from napari_medcad.core.training.evaluation import froc, match_case, threshold_for_fp_rate
+
+TINY = dict(epochs=1, steps_per_epoch=2, train_cases=1, val_cases=0, max_in_plane=96, max_slices=24,
+            batch_size=2, patch_zyx=[16, 32, 32])
+
+
+def test_two_steps_are_deterministic_and_loadable(tmp_path):
+    first = train_builtin("lung-nodule-ct", tmp_path / "a", **TINY)
+    second = train_builtin("lung-nodule-ct", tmp_path / "b", **TINY)
+    other = train_builtin("lung-nodule-ct", tmp_path / "c", **{**TINY, "seed": 5})
+    weights = [safe_load_weights(p.parent / "weights.pt") for p in (first, second, other)]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert not all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0] if weights[0][k].is_floating_point())
+    card = read_card(first)
+    assert card.name == "lung-nodule-ct" and card.provenance["seed"] == 20240401
+    assert card.provenance["epochs"] == 1 and len(card.provenance["losses_per_epoch"]) == 1
+    assert card.provenance["recipe"]["train_cases"] == 1 and "torch" in card.provenance["versions"]
+    load_network(card)  # strict state-dict load through the safe loader
+    image = generate_chest_ct(1, PhantomConfig(shape_zyx=(16, 64, 64), spacing_xyz=(3.0, 3.0, 4.0))).image
+    result = run_model(image, card, device="cpu")
+    assert result.probability.spatial_shape == image.spatial_shape
+
+
+def test_training_can_be_cancelled(tmp_path):
+    def cancel(item):
+        if "epoch" in item.message:
+            raise Cancelled()
+
+    with pytest.raises(Cancelled):
+        train_builtin("lung-nodule-ct", tmp_path, progress=cancel, **TINY)
+    assert not (tmp_path / "card.yaml").exists()
+
+
+def test_bad_settings_are_user_errors(tmp_path):
+    with pytest.raises(MedcadError, match="unknown built-in"):
+        train_builtin("no-such-model", tmp_path)
+    with pytest.raises(MedcadError, match="unknown training settings"):
+        train_builtin("lung-nodule-ct", tmp_path, learning_speed=3)
+
+
+def test_cli_trains_tiny(tmp_path, capsys, monkeypatch):
+    from napari_medcad.core.training import builtin
+
+    recipe = dict(builtin.BUILTIN_RECIPES["lung-nodule-ct"][1], **{k: v for k, v in TINY.items() if k != "epochs"})
+    monkeypatch.setitem(builtin.BUILTIN_RECIPES, "lung-nodule-ct", (builtin.LUNG_NODULE_CT_CARD, recipe))
+    status = main(["train-builtin", "lung-nodule-ct", "--out", str(tmp_path), "--epochs", "1", "--seed", "3"])
+    assert status == 0
+    card_path = capsys.readouterr().out.strip().splitlines()[-1]
+    data = yaml.safe_load(open(card_path))
+    assert data["provenance"]["seed"] == 3 and data["provenance"]["epochs"] == 1
+    assert main(["train-builtin", "nope", "--out", str(tmp_path)]) == 2
+
+
+def test_matching_and_froc():
+    truth = np.array([[0.0, 0.0, 0.0], [50.0, 0.0, 0.0]])
+    found = np.array([[1.0, 0.0, 0.0], [1.5, 0.0, 0.0], [100.0, 0.0, 0.0], [52.0, 0, 0]])
+    case = match_case(found, [0.6, 0.5, 0.7, 0.3], truth, [6.0, 3.0])
+    assert sorted(case.tp_probs) == [0.6]  # the second nodule's finding is 2 mm off, radius 1.5
+    assert sorted(case.fp_probs) == [0.3, 0.7] and case.missed == [1]
+    scores = froc([case])
+    assert scores["sensitivity"][0.125] == 0.0 and scores["sensitivity"][1.0] == 0.5
+    assert scores["sensitivity"][8.0] == 0.5 and scores["max_sensitivity"] == 0.5
+    assert 0.3 < threshold_for_fp_rate([case], 1.0) <= 0.7
+    assert threshold_for_fp_rate([case], 0.0) > 0.7
