@@ -1,0 +1,312 @@
+"""Inference dock widget: run a model on an image layer off the GUI thread, findings as layers.
+
+Thin by design: ``core.inference.run.run_model`` does the work (in a napari generator worker
+through :class:`JobRunner`, with progress and Cancel) and ``napari.findings_layers`` turns its
+result into Points / Labels / Shapes / heatmap layers.  This module only picks the inputs,
+asks before replacing findings a reader has edited, and swaps the layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from napari.layers import Image, Layer
+from napari.viewer import Viewer
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QLabel,
+    QMessageBox,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ...core.errors import Cancelled, MedcadError
+from ...core.inference.run import UNKNOWN_MODALITIES, run_model
+from ..findings_layers import (
+    ROLE_HEATMAP,
+    add_findings_layers,
+    findings_layers_of,
+    layers_edited,
+    result_layer_data,
+    role_of,
+)
+from ..jobs import JobRunner, notify_error
+from ..layers import META_KEY, image_from_layer
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ...core.models.card import ModelCard
+
+PLUGIN = "napari-medcad"
+WIDGET_NAME = "Inference"
+BROWSE = "__browse__"
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass(frozen=True)
+class _UserError:
+    """A MedcadError carried back as the job's result, so it is shown once, without a traceback."""
+
+    error: MedcadError
+
+
+def _run_job(image, card, device: str, progress=None):
+    try:
+        return run_model(image, card, device=device, progress=progress)
+    except MedcadError as err:
+        return _UserError(err)
+    except Cancelled:
+        return None
+
+
+def available_devices() -> dict[str, bool]:
+    """Which device choices work on this machine (auto and cpu always do)."""
+    from ...core.inference.devices import cuda_available, mps_available
+
+    return {"auto": True, "cpu": True, "cuda": cuda_available(), "mps": mps_available()}
+
+
+class InferenceWidget(QWidget):
+    """Image layer, model and device in; findings, masks, boxes and heatmap layers out."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.image_combo = QComboBox()
+        self.model_combo = QComboBox()
+        self.model_combo.activated.connect(self._on_model_chosen)
+        self.model_combo.currentIndexChanged.connect(self._describe_model)
+        self.device_combo = QComboBox()
+        self.heatmap_check = QCheckBox("show probability heatmap")
+        self.heatmap_check.toggled.connect(self._show_heatmap)
+        self.run_button = QPushButton("Run")
+        self.run_button.clicked.connect(lambda: self.run())
+        self.runner = JobRunner()
+        self.about = QLabel("")
+        self.about.setWordWrap(True)
+        self.message = QLabel("")
+        self.message.setWordWrap(True)
+        self._cards: dict[str, ModelCard] = {}
+        self._last_model_index = 0
+
+        form = QFormLayout()
+        form.addRow("image", self.image_combo)
+        form.addRow("model", self.model_combo)
+        form.addRow("device", self.device_combo)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.about)
+        layout.addWidget(self.heatmap_check)
+        layout.addWidget(self.run_button)
+        layout.addWidget(self.runner)
+        layout.addWidget(self.message)
+        layout.addStretch(1)
+
+        self._fill_devices()
+        self.refresh_models()
+        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            event.connect(self._refresh_layers)
+        self._refresh_layers()
+
+    # choices --------------------------------------------------------------------------------
+    def _fill_devices(self) -> None:
+        try:
+            available = available_devices()
+        except ImportError:  # torch missing: nothing can run, say so on Run
+            available = {name: name in ("auto", "cpu") for name in DEVICES}
+        model = self.device_combo.model()
+        for name in DEVICES:
+            self.device_combo.addItem(name if available[name] else f"{name} (not available)", name)
+            if not available[name]:
+                model.item(self.device_combo.count() - 1).setEnabled(False)
+
+    def refresh_models(self) -> None:
+        """The registered models (built-in, then the user's folder), plus Browse..."""
+        from ...core.models.registry import list_models
+
+        try:
+            cards = list_models()
+        except MedcadError as err:  # one broken user card must not hide the built-in models
+            self._fail(err)
+            cards = []
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        self._cards = {}
+        for card in cards:
+            self._cards[card.name] = card
+            self.model_combo.addItem(f"{card.name} ({card.task}, {card.dims}-D {card.modality})", card.name)
+        self.model_combo.addItem("Browse...", BROWSE)
+        self.model_combo.setCurrentIndex(0)
+        self.model_combo.blockSignals(False)
+        self._describe_model()
+
+    def add_model_path(self, path) -> ModelCard | None:
+        """Use the model in folder (or card file) ``path`` and select it."""
+        from ...core.models.registry import find_model
+
+        try:
+            card = find_model(path)
+        except MedcadError as err:
+            return self._fail(err)
+        key = str(Path(path).expanduser().resolve())
+        self._cards[key] = card
+        index = self.model_combo.findData(key)
+        if index < 0:
+            index = self.model_combo.count() - 1  # before Browse...
+            self.model_combo.insertItem(index, f"{card.name} ({Path(key).name})", key)
+        self.model_combo.setCurrentIndex(index)
+        self._last_model_index = index
+        return card
+
+    def _on_model_chosen(self, index: int) -> None:
+        if self.model_combo.itemData(index) != BROWSE:
+            self._last_model_index = index
+            return
+        self.model_combo.setCurrentIndex(self._last_model_index)  # unless a folder is chosen
+        folder = QFileDialog.getExistingDirectory(self, "Model folder (card.yaml and weights)")
+        if folder:
+            self.add_model_path(folder)
+
+    def select_model(self, name: str) -> bool:
+        index = self.model_combo.findData(name)
+        if index >= 0:
+            self.model_combo.setCurrentIndex(index)
+            self._last_model_index = index
+        return index >= 0
+
+    def model_card(self) -> ModelCard:
+        key = self.model_combo.currentData()
+        if key in (None, BROWSE) or key not in self._cards:
+            raise MedcadError("choose a model (or Browse... for a model folder)")
+        return self._cards[key]
+
+    def _describe_model(self, index=None) -> None:
+        key = self.model_combo.currentData()
+        card = self._cards.get(key)
+        self.about.setText(card.description if card is not None and card.description else "")
+
+    def _refresh_layers(self, event=None) -> None:
+        current = self.image_combo.currentText()
+        names = [layer.name for layer in self.viewer.layers
+                 if isinstance(layer, Image) and not layer.rgb and role_of(layer) is None]
+        self.image_combo.clear()
+        self.image_combo.addItems(names)
+        if current in names:
+            self.image_combo.setCurrentText(current)
+
+    def select_image(self, name: str) -> None:
+        self._refresh_layers()
+        self.image_combo.setCurrentText(name)
+
+    def image_layer(self):
+        name = self.image_combo.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    @property
+    def device(self) -> str:
+        return self.device_combo.currentData() or "auto"
+
+    # running --------------------------------------------------------------------------------
+    def run(self):
+        """Start the model on the chosen image; returns the worker, or None if nothing started."""
+        self.message.setText("")
+        layer = self.image_layer()
+        try:
+            if self.runner.running:
+                raise MedcadError("a model is already running; wait for it or cancel it")
+            if layer is None:
+                raise MedcadError("choose an image layer to run the model on")
+            card = self.model_card()
+            image = image_from_layer(layer)
+        except MedcadError as err:
+            return self._fail(err)
+        previous = findings_layers_of(self.viewer.layers, layer.name)
+        if previous and layers_edited(previous) and not self._confirm_replace(layer.name):
+            self.message.setText("kept the edited findings; nothing was run")
+            return None
+        self.run_button.setEnabled(False)
+        return self.runner.start(
+            _run_job, image, card, self.device,
+            on_result=lambda result: self._add_result(result, image, layer.name),
+            on_finish=lambda: self.run_button.setEnabled(True),
+        )
+
+    def _confirm_replace(self, name: str) -> bool:
+        answer = QMessageBox.question(
+            self, "Replace edited findings?",
+            f"The findings on '{name}' were edited (points moved, added or deleted, masks or boxes "
+            "changed). Running the model again replaces them. Replace them?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No,
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
+    def _add_result(self, result, image, source_name: str):
+        if result is None:  # cancelled: nothing is added, nothing is removed
+            return None
+        if isinstance(result, _UserError):
+            self.runner.status.setText(str(result.error))
+            return self._fail(result.error)
+        for old in findings_layers_of(self.viewer.layers, source_name):
+            self.viewer.layers.remove(old)
+        layers = add_findings_layers(
+            self.viewer, result_layer_data(result, image, source_name, show_heatmap=self.heatmap_check.isChecked())
+        )
+        seconds = result.report.get("timings_s", {}).get("total_s", 0.0)
+        self.message.setText(
+            f"{len(result.findings)} findings on '{source_name}' "
+            f"({result.report.get('model', {}).get('name', '?')}, {result.report.get('device', '?')}, {seconds:.1f} s)"
+        )
+        if layers:
+            self.viewer.layers.selection.active = layers[-1]
+        return layers
+
+    def _show_heatmap(self, checked: bool) -> None:
+        layer = self.image_layer()
+        for heatmap in findings_layers_of(self.viewer.layers, layer.name if layer is not None else ""):
+            if role_of(heatmap) == ROLE_HEATMAP:
+                heatmap.visible = bool(checked)
+
+    def _fail(self, err: BaseException) -> None:
+        self.message.setText(str(err))
+        notify_error(err)
+        return None
+
+
+def _default_model_name(layer) -> str:
+    """The built-in model for the layer's modality (CT when the file did not say)."""
+    from ...core.models.registry import default_model_for
+
+    info = layer.metadata.get(META_KEY, {}) if isinstance(layer.metadata, dict) else {}
+    modality = str(info.get("modality", "") or "").upper()
+    candidates = [modality] if modality not in UNKNOWN_MODALITIES else []
+    candidates += [m for m in ("CT",) if m not in candidates]
+    error = None
+    for candidate in candidates:
+        try:
+            return default_model_for(candidate, layer.ndim).name
+        except MedcadError as err:
+            error = error or err
+    raise error
+
+
+def run_default_model(viewer: Viewer, layer: Layer) -> None:
+    """Layer context menu: dock the Inference widget and run the default model on ``layer``."""
+    if not isinstance(layer, Image):
+        notify_error(MedcadError("the default model runs on an image layer"))
+        return
+    try:
+        name = _default_model_name(layer)
+    except MedcadError as err:
+        notify_error(err)
+        return
+    _dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET_NAME)
+    widget.select_image(layer.name)
+    if not widget.select_model(name):
+        notify_error(MedcadError(f"model '{name}' is not registered"))
+        return
+    widget.run()

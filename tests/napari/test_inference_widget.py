@@ -1,0 +1,203 @@
+"""The Inference dock widget in a real viewer: a run adds findings layers where the blobs are,
+the bar moves, Cancel adds nothing, a re-run asks before replacing edited findings, errors are
+notifications, and the layer context menu command runs the default model."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from napari.layers import Image, Labels, Points, Shapes
+
+from napari_medcad.core.image import Geometry, MedicalImage, napari_world_to_lps
+from napari_medcad.napari.findings_layers import ROLE_HEATMAP, findings_layers_of, role_of
+from napari_medcad.napari.layers import image_layer_data
+from napari_medcad.napari.widgets import inference
+from napari_medcad.napari.widgets.inference import InferenceWidget
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from model_factory import write_bright_blob_model  # noqa: E402
+
+#: blob centres (index z, y, x) and radii in voxels
+BLOBS = [((5, 12, 14), 2.5), ((11, 30, 34), 3.5)]
+GEOMETRY = Geometry((0.8, 0.9, 2.0), (-20.0, 15.0, -40.0), (0, -1, 0, 1, 0, 0, 0, 0, 1))  # rotated in-plane
+
+
+def blob_image(name="ct") -> MedicalImage:
+    zz, yy, xx = np.mgrid[:16, :44, :48]
+    array = np.zeros(zz.shape, np.int16)
+    spacing_zyx = np.array(GEOMETRY.spacing_zyx)
+    for centre, radius in BLOBS:
+        distance = np.sqrt(sum(((g - c) * s / spacing_zyx[1]) ** 2
+                               for g, c, s in zip((zz, yy, xx), centre, spacing_zyx)))
+        array[distance <= radius] = 1000
+    return MedicalImage(array, GEOMETRY, modality="CT", name=name)
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("models") / "bright"
+    write_bright_blob_model(folder, roi_size_zyx=(8, 24, 24))
+    return folder
+
+
+@pytest.fixture
+def shown_errors(monkeypatch):
+    shown = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
+    return shown
+
+
+@pytest.fixture
+def widget(make_napari_viewer, model_folder):
+    viewer = make_napari_viewer()
+    data, kwargs, kind = image_layer_data(blob_image())
+    viewer.add_image(data, **kwargs)
+    widget = InferenceWidget(viewer)
+    assert widget.add_model_path(model_folder) is not None
+    widget.device_combo.setCurrentIndex(widget.device_combo.findData("cpu"))
+    return widget
+
+
+def run_to_end(widget, qtbot, timeout=30000):
+    worker = widget.run()
+    assert worker is not None, widget.message.text()
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=timeout)
+    assert widget.runner.last_error is None, widget.runner.last_error
+
+
+def by_kind(viewer, kind):
+    return [layer for layer in viewer.layers if isinstance(layer, kind) and role_of(layer)]
+
+
+def test_run_adds_findings_at_the_blobs(widget, qtbot):
+    viewer = widget.viewer
+    values = []
+    widget.runner.bar.valueChanged.connect(values.append)
+    run_to_end(widget, qtbot)
+    assert len(set(values)) >= 4 and values[-1] == 1000  # the bar moved in steps, then finished
+    (points,), (labels,), (boxes,) = by_kind(viewer, Points), by_kind(viewer, Labels), by_kind(viewer, Shapes)
+    assert len(points.data) == len(BLOBS)
+    expected = [GEOMETRY.index_to_world(centre) for centre, _ in BLOBS]
+    found = sorted((tuple(napari_world_to_lps(points.data_to_world(p))) for p in points.data))
+    np.testing.assert_allclose(np.array(found), np.array(sorted(map(tuple, expected))), atol=0.3)
+    assert set(points.features["status"]) == {"pending"} and list(points.features["id"]) == [1, 2]
+    assert labels.data.shape == (16, 44, 48) and set(np.unique(labels.data)) == {0, 1, 2}
+    np.testing.assert_allclose(labels.affine.affine_matrix, viewer.layers["ct"].affine.affine_matrix)
+    np.testing.assert_allclose(labels.scale, viewer.layers["ct"].scale)
+    assert set(boxes.features["id"]) == {1, 2}
+    for layer in (points, labels, boxes):
+        info = layer.metadata["medcad"]
+        assert info["model"] == "bright-blobs" and info["source_layer"] == "ct"
+    heatmap = [layer for layer in viewer.layers if role_of(layer) == ROLE_HEATMAP]
+    assert len(heatmap) == 1 and not heatmap[0].visible and heatmap[0].blending == "additive"
+    widget.heatmap_check.setChecked(True)
+    assert heatmap[0].visible
+    assert "2 findings" in widget.message.text()
+
+
+def test_cancel_adds_nothing(widget, qtbot, monkeypatch):
+    def slow_run_model(*args, progress=None, **kwargs):  # every unit of work takes a while
+        def slow(item):
+            time.sleep(0.05)
+            progress(item)
+
+        return real(*args, progress=slow, **kwargs)
+
+    real = inference.run_model
+    monkeypatch.setattr(inference, "run_model", slow_run_model)
+    before = len(widget.viewer.layers)
+    worker = widget.run()
+    qtbot.waitUntil(lambda: widget.runner.bar.value() > 0, timeout=10000)
+    widget.runner.cancel_button.click()
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=10000)
+    assert len(widget.viewer.layers) == before
+    assert "cancelled" in widget.runner.status.text()
+    assert worker.abort_requested
+    assert widget.run_button.isEnabled()
+
+
+def test_rerun_asks_before_replacing_edited_findings(widget, qtbot, monkeypatch):
+    from qtpy.QtWidgets import QMessageBox
+
+    asked = []
+    answer = [QMessageBox.StandardButton.No]
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a) or answer[0])
+    viewer = widget.viewer
+    run_to_end(widget, qtbot)
+    run_to_end(widget, qtbot)  # unedited: replaced without asking
+    assert not asked and len(by_kind(viewer, Points)) == 1
+
+    (points,) = by_kind(viewer, Points)
+    points.data = points.data + np.array([0.0, 2.0, 0.0])  # the reader moves the points
+    assert widget.run() is None and len(asked) == 1  # "No": nothing runs, the edits stay
+    assert by_kind(viewer, Points) == [points]
+
+    answer[0] = QMessageBox.StandardButton.Yes
+    run_to_end(widget, qtbot)
+    assert len(asked) == 2
+    (new_points,) = by_kind(viewer, Points)
+    assert new_points is not points and len(findings_layers_of(viewer.layers, "ct")) == 4
+
+
+def test_painted_masks_count_as_edits(widget, qtbot, monkeypatch):
+    from qtpy.QtWidgets import QMessageBox
+
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a) or QMessageBox.StandardButton.No)
+    run_to_end(widget, qtbot)
+    (labels,) = by_kind(widget.viewer, Labels)
+    labels.paint((8, 20, 20), 1)
+    assert widget.run() is None and asked
+
+
+def test_errors_are_notifications(widget, qtbot, shown_errors, tmp_path):
+    widget.image_combo.clear()
+    assert widget.run() is None
+    assert shown_errors and "image layer" in str(shown_errors[-1])
+    widget._refresh_layers()
+    model_2d = tmp_path / "flat"
+    write_bright_blob_model(model_2d, name="flat", dims=2)
+    widget.add_model_path(model_2d)
+    run_to_end(widget, qtbot)  # the 2-D model refuses the 3-D image: a result, not a crash
+    assert "2-D" in str(shown_errors[-1]) and not by_kind(widget.viewer, Points)
+    assert widget.add_model_path(tmp_path / "nowhere") is None
+    assert "no such" in str(shown_errors[-1]).lower() or "unknown model" in str(shown_errors[-1])
+
+
+def test_devices_listed_with_availability(widget):
+    items = [widget.device_combo.itemText(i) for i in range(widget.device_combo.count())]
+    assert items[:2] == ["auto", "cpu"]
+    available = inference.available_devices()
+    for name in ("cuda", "mps"):
+        assert (name in items) == available[name] and ((f"{name} (not available)" in items) != available[name])
+
+
+def test_context_menu_runs_default_model(make_napari_viewer, qtbot, monkeypatch, model_folder):
+    """The layer context menu command docks the widget and runs the default model on the layer."""
+    from napari_medcad.core.models import registry
+    from napari_medcad.core.models.card import read_card
+
+    card = read_card(model_folder / "card.yaml")
+    monkeypatch.setattr(registry, "default_model_for", lambda modality, dims: card)
+    monkeypatch.setattr(registry, "list_models", lambda: [card])
+    viewer = make_napari_viewer()
+    data, kwargs, _ = image_layer_data(blob_image("scan"))
+    layer = viewer.add_image(data, **kwargs)
+    inference.run_default_model(viewer, layer)
+    widget = next(w for w in viewer.window.dock_widgets.values() if isinstance(w, InferenceWidget))
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=30000)
+    (points,) = by_kind(viewer, Points)
+    assert points.metadata["medcad"]["source_layer"] == "scan" and len(points.data) == len(BLOBS)
+
+
+def test_context_menu_is_in_the_manifest():
+    import npe2
+
+    manifest = npe2.PluginManager.instance().get_manifest("napari-medcad")
+    items = manifest.contributions.menus["napari/layers/context"]
+    assert [item.command for item in items] == ["napari-medcad.run_default_model"]
+    assert "Inference" in [w.display_name for w in manifest.contributions.widgets]
