@@ -1,0 +1,166 @@
+"""`napari-medcad predict`, `phantom` and `models` end to end, as a user runs them.
+
+The model is a real user model folder (card + TorchScript, tests/model_factory.py) whose
+findings are exactly the bright blobs, so positions can be checked in world mm.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dicom_factory import write_series
+from model_factory import write_bright_blob_model
+from napari_medcad.commands.predict import case_name, unique_case_names
+
+sitk = pytest.importorskip("SimpleITK")
+
+LUNA_FIRST = ["seriesuid", "coordX", "coordY", "coordZ", "probability", "diameter_mm", "label"]
+BLOB_INDEX_XYZ = [(10, 12, 3), (24, 20, 6)]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("model") / "blobs"
+    write_bright_blob_model(folder, roi_size_zyx=(8, 24, 24))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory, run_cli) -> Path:
+    out = tmp_path_factory.mktemp("phantom")
+    result = run_cli("phantom", "--out", str(out), "--cases", "1", "--seed", "5", "--shape", "16", "48", "48",
+                     "--spacing", "7.5", "7.5", "15")
+    assert result.returncode == 0, result.stderr
+    (image,) = [Path(line) for line in result.stdout.split()]
+    assert image.is_file() and (out / "annotations.csv").is_file()
+    return image
+
+
+def blob_volume() -> "sitk.Image":
+    """An oblique (rotated, flipped) CT volume in HU with two bright blobs."""
+    array = np.full((8, 32, 36), -900, np.int16)
+    zz, yy, xx = np.mgrid[:8, :32, :36]
+    for x, y, z in BLOB_INDEX_XYZ:
+        array[((xx - x) * 0.8) ** 2 + ((yy - y) * 0.8) ** 2 + ((zz - z) * 2.0) ** 2 <= 2.6 ** 2] = 800
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((0.8, 0.8, 2.0))
+    image.SetOrigin((100.0, -50.0, 20.0))
+    angle = np.deg2rad(20)
+    image.SetDirection((np.cos(angle), -np.sin(angle), 0, np.sin(angle), np.cos(angle), 0, 0, 0, 1))
+    return image
+
+
+def read_rows(path: Path) -> tuple[list[str], list[dict]]:
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def same_geometry(a: "sitk.Image", b: "sitk.Image") -> None:
+    assert a.GetSize() == b.GetSize()
+    np.testing.assert_allclose(a.GetSpacing(), b.GetSpacing(), rtol=1e-6)
+    np.testing.assert_allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(a.GetDirection(), b.GetDirection(), atol=1e-6)
+
+
+def test_predict_phantom_dicom_and_a_bad_case(tmp_path, run_cli, model, phantom):
+    dicom = tmp_path / "series one"
+    source = blob_volume()
+    write_series(source, dicom)
+    bad = tmp_path / "broken.nii.gz"
+    bad.write_bytes(b"this is not an image")
+    out = tmp_path / "out"
+
+    result = run_cli("predict", str(phantom), str(bad), str(dicom), "--model", str(model), "--out", str(out),
+                     "--device", "cpu", timeout=240)
+
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("napari-medcad predict:")]
+    assert len(errors) == 1 and "broken" in errors[0] and "Traceback" not in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["phantom_s5_000", "series_one"]  # the others were done
+
+    for case, reference in (("phantom_s5_000", sitk.ReadImage(str(phantom))), ("series_one", source)):
+        folder = out / case
+        columns, rows = read_rows(folder / "findings.csv")
+        assert columns[:7] == LUNA_FIRST
+        assert all(row["seriesuid"] == case for row in rows)
+        labels = sitk.ReadImage(str(folder / "labels.nii.gz"))
+        same_geometry(labels, reference)
+        ids = {int(row["id"]) for row in rows}
+        assert set(np.unique(sitk.GetArrayFromImage(labels))) - {0} == ids
+        report = json.loads((folder / "report.json").read_text())
+        assert report["model"]["name"] == "blobs" or report["model"]["name"] == "bright-blobs"
+        assert report["device"] == "cpu" and report["timings_s"]["total_s"] > 0
+        assert report["preprocessing"]["steps"][0]["op"] == "window" and "torch" in report["versions"]
+        assert not list(folder.glob(".*partial*"))  # atomic writes leave no temporary files
+
+    _, rows = read_rows(out / "series_one" / "findings.csv")
+    found = sorted(tuple(float(row[k]) for k in ("coordX", "coordY", "coordZ")) for row in rows)
+    expected = sorted(source.TransformIndexToPhysicalPoint(index) for index in BLOB_INDEX_XYZ)
+    np.testing.assert_allclose(np.array(found), np.array(expected), atol=0.4)
+    assert all(float(row["probability"]) > 0.9 for row in rows)
+
+
+def test_same_names_get_unique_safe_case_folders(tmp_path, run_cli, model):
+    image = sitk.Image(sitk.GetImageFromArray(np.full((8, 24, 24), -900, np.int16)))
+    inputs = []
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        path = tmp_path / folder / "scan;rm -rf ~.nii.gz"
+        sitk.WriteImage(image, str(path))
+        inputs.append(str(path))
+    out = tmp_path / "out"
+    result = run_cli("predict", *inputs, "--model", str(model), "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["scan_rm_-rf", "scan_rm_-rf_2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "out"]
+    _, rows = read_rows(out / "scan_rm_-rf" / "findings.csv")
+    assert rows == []  # no bright blob, no finding; the table still has its header
+
+
+@pytest.mark.parametrize("given, expected", [
+    ("/data/CT scan 01.nii.gz", "CT_scan_01"),
+    ("../../etc/passwd", "passwd"),
+    ("/x/..", "case"),
+    ("/", "case"),
+    ("/data/DICOM/", "DICOM"),
+    ("/x/.hidden.nrrd", "hidden"),
+    ("/x/a..b.mha", "a.b"),
+    ("/x/Müller^Hans.dcm", "M_ller_Hans"),
+    ("/x/" + "n" * 300 + ".nii", "n" * 96),
+])
+def test_case_names_are_safe(given, expected):
+    name = case_name(given)
+    assert name == expected
+    assert "/" not in name and "\\" not in name and ".." not in name and not name.startswith(".")
+
+
+def test_unique_case_names():
+    assert unique_case_names(["/a/scan.nii.gz", "/b/scan.nii.gz", "/c/SCAN.nrrd", "/d/scan_2.nii"]) == [
+        "scan", "scan_2", "SCAN_3", "scan_2_2"]
+
+
+def test_unknown_model_or_device_is_one_line(tmp_path, run_cli, phantom):
+    result = run_cli("predict", str(phantom), "--model", "no-such-model", "--out", str(tmp_path / "o"))
+    assert result.returncode == 2 and "unknown model 'no-such-model'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_models_lists_builtin_and_user_models(tmp_path, run_cli, monkeypatch):
+    user = tmp_path / "user models"
+    write_bright_blob_model(user / "blobs", name="user-blobs")
+    monkeypatch.setenv("NAPARI_MEDCAD_MODELS", str(user))
+    result = run_cli("models", "--json")
+    assert result.returncode == 0, result.stderr
+    listing = json.loads(result.stdout)
+    assert listing["user_model_dir"] == str(user)
+    rows = {row["name"]: row for row in listing["models"]}
+    assert rows["user-blobs"]["from"] == str(user / "blobs") and rows["user-blobs"]["task"] == "detection"
+    assert all(row["from"] == "built-in" for name, row in rows.items() if name != "user-blobs")
+    text = run_cli("models").stdout
+    assert "user-blobs" in text and f"user model folder: {user}" in text
