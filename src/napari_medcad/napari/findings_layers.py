@@ -14,7 +14,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..core.findings import Finding, Findings, Status
-from ..core.image import MedicalImage, napari_world_to_lps
+from ..core.image import MedicalImage, lps_to_napari_world, napari_world_to_lps
 from .layers import META_KEY, affine_from_transform, labels_layer_data, layer_metadata
 
 ROLE_POINTS = "findings_points"
@@ -90,6 +90,14 @@ def box_rectangles(findings: Findings, image: MedicalImage) -> tuple[list[np.nda
     return rectangles, ids
 
 
+def _compact_labels(array: np.ndarray) -> np.ndarray:
+    """uint8 when the ids fit (napari builds a uint16 Labels layer ~80x slower: a GUI stall)."""
+    if array.dtype == np.uint8:
+        return array
+    top = int(array.max()) if array.size else 0
+    return array.astype(np.uint8 if top < 256 else np.int32)
+
+
 def findings_layer_data(
     findings: Findings,
     image: MedicalImage,
@@ -118,7 +126,7 @@ def findings_layer_data(
 
     if labels is not None:
         layers.append(labels_layer_data(
-            np.asarray(labels.array), labels, f"{source} nodule masks", opacity=0.5,
+            _compact_labels(np.asarray(labels.array)), labels, f"{source} nodule masks", opacity=0.5,
             metadata=_info(ROLE_LABELS, labels, **meta),
         ))
 
@@ -287,3 +295,160 @@ def layers_edited(layers: Iterable) -> bool:
         if role_of(layer) in (ROLE_LABELS, ROLE_BOXES) and info.get("edited"):
             return True
     return False
+
+
+# review: the Points / Labels layers follow a ReviewSession, and the reader's edits come back --------
+#: border colour per status, so a decision is visible on the image (face stays the probability)
+STATUS_COLORS = {
+    Status.PENDING: (1.0, 1.0, 1.0, 1.0), Status.ACCEPTED: (0.2, 1.0, 0.2, 1.0),
+    Status.REJECTED: (1.0, 0.15, 0.15, 1.0), Status.EDITED: (0.2, 0.85, 1.0, 1.0),
+    Status.ADDED: (1.0, 0.65, 0.0, 1.0),
+}
+#: rejected findings stay drawn (hard negatives) but hollow: no face, red ring
+REJECTED_FACE = (0.0, 0.0, 0.0, 0.0)
+
+
+def label_value_of(finding: Finding) -> int | None:
+    """The finding's value in the label map: its ``mask_value``, else a model finding's id (as
+    inference and `predict` write masks); None for a reader's point without a mask."""
+    if finding.mask_value is not None:
+        return int(finding.mask_value)
+    return int(finding.id) if finding.source == "model" else None
+
+
+def _layer_matrix(layer) -> np.ndarray:
+    return affine_from_transform(layer.ndim, scale=layer.scale, translate=layer.translate, rotate=layer.rotate,
+                                 shear=layer.shear, affine=layer.affine.affine_matrix)
+
+
+def world_mm_to_layer_data(layer, world_xyz) -> np.ndarray:
+    """LPS (x, y, z) mm -> the layer's data coordinates (inverse of its own transform)."""
+    matrix = np.linalg.inv(_layer_matrix(layer))
+    world_zyx = lps_to_napari_world(np.asarray(world_xyz, dtype=float).reshape(-1, layer.ndim))
+    return world_zyx @ matrix[:-1, :-1].T + matrix[:-1, -1]
+
+
+def _plane_spacing(layer) -> float:
+    """mm per data unit in the displayed plane (napari sizes points in data units)."""
+    return float(np.mean(np.linalg.norm(_layer_matrix(layer)[:-1, :-1], axis=0)[-2:]))
+
+
+def point_colors(findings: Sequence[Finding]) -> tuple[np.ndarray, np.ndarray]:
+    """(face, border) RGBA per finding: face by probability, border by status, rejected hollow."""
+    from napari.utils.colormaps import ensure_colormap
+
+    probabilities = np.array([f.probability for f in findings], dtype=float)
+    face = np.asarray(ensure_colormap(PROBABILITY_COLORMAP).map(np.clip(probabilities, 0, 1)), float).reshape(-1, 4)
+    border = np.array([STATUS_COLORS[f.status] for f in findings], dtype=float).reshape(-1, 4)
+    rejected = np.array([f.status == Status.REJECTED for f in findings], dtype=bool)
+    face[rejected] = REJECTED_FACE
+    return face, border
+
+
+def show_findings_in_points(points_layer, findings: Sequence[Finding]) -> None:
+    """Make ``points_layer`` show exactly ``findings``, in their order (row i = finding i).
+
+    Rejected findings are kept, hollow with a red ring: a deleted model finding is a hard
+    negative, and the reader sees it was decided rather than lost.
+    """
+    findings = list(findings)
+    ndim = points_layer.ndim
+    centres = np.array([f.centre_world_mm for f in findings], dtype=float).reshape(-1, ndim)
+    spacing = _plane_spacing(points_layer)
+    sizes = np.array([max(f.diameter_mm / spacing, 3.0) for f in findings], dtype=float)
+    face, border = point_colors(findings)
+    points_layer.selected_data = set()
+    points_layer.data = world_mm_to_layer_data(points_layer, centres)
+    points_layer.features = features_of(findings)
+    if len(findings):
+        points_layer.size = sizes
+        points_layer.face_color = face
+        points_layer.border_color = border
+
+
+def show_finding_in_points(points_layer, row: int, finding: Finding) -> None:
+    """Cheap update of one point's table row and colours (status, class, note changed)."""
+    features = points_layer.features
+    for column, value in (("label", finding.label), ("status", finding.status.value), ("note", finding.note)):
+        if column in features:
+            features.loc[row, column] = value
+    face, border = point_colors([finding])
+    face_colors = np.array(points_layer.face_color, copy=True)
+    border_colors = np.array(points_layer.border_color, copy=True)
+    face_colors[row], border_colors[row] = face[0], border[0]
+    points_layer.face_color = face_colors
+    points_layer.border_color = border_colors
+
+
+def points_edits(points_layer, findings: Sequence[Finding]):
+    """What the reader did in ``points_layer`` relative to ``findings``.
+
+    Returns ``(moved, added, deleted)``: ``[(id, centre_world_mm)]`` for points of a known
+    finding that are elsewhere now, ``[(centre_world_mm, diameter_mm)]`` for points with no (or
+    a repeated, i.e. copied) finding id, and the ids of findings whose point is gone.
+    """
+    known = {f.id: f for f in findings}
+    count = len(points_layer.data)
+    worlds = _data_to_world_mm(points_layer, points_layer.data) if count else np.zeros((0, points_layer.ndim))
+    features = points_layer.features
+    raw_ids = np.asarray(features["id"], dtype=float) if "id" in features and len(features) == count \
+        else np.zeros(count)
+    sizes = np.broadcast_to(np.asarray(points_layer.size, dtype=float), (count,))
+    spacing = _plane_spacing(points_layer)
+    moved, added, seen = [], [], set()
+    for row in range(count):
+        finding_id = int(raw_ids[row]) if np.isfinite(raw_ids[row]) else 0
+        if finding_id in known and finding_id not in seen:
+            seen.add(finding_id)
+            if np.linalg.norm(worlds[row] - np.asarray(known[finding_id].centre_world_mm)) > MOVED_TOLERANCE_MM:
+                moved.append((finding_id, tuple(float(v) for v in worlds[row])))
+        else:
+            added.append((tuple(float(v) for v in worlds[row]), float(sizes[row]) * spacing))
+    deleted = [finding_id for finding_id in known if finding_id not in seen]
+    return moved, added, deleted
+
+
+def _atom_parts(atom):
+    """(region slices or None, index arrays or None, old values, new value) of a Labels paint atom."""
+    if hasattr(atom, "slice_key"):  # napari's masked atom: a bounding box (and a mask in it)
+        return tuple(atom.slice_key), None, np.asarray(atom.old_values), int(atom.new_value)
+    indices, old_values, new_value = atom
+    return None, indices, np.asarray(old_values), int(new_value)
+
+
+def labels_paint_changes(labels_layer, atoms, known_values: Iterable[int]):
+    """What one paint/erase stroke in ``labels_layer`` did to the findings' masks.
+
+    Returns ``(new_components, erased_values)``: for each painted value that no finding has,
+    ``(value, centre_world_mm, volume_mm3, diameter_mm)`` (centroid and equivalent-sphere, or
+    circle in 2-D, diameter of all its voxels); and the known values that no voxel holds any more.
+    """
+    known = set(int(v) for v in known_values)
+    data = labels_layer.data
+    ndim = labels_layer.ndim
+    painted: dict[int, list] = {}
+    touched: set[int] = set()
+    for atom in atoms:
+        region, indices, old_values, new_value = _atom_parts(atom)
+        touched.update(int(v) for v in np.unique(old_values) if int(v) != new_value)
+        if new_value > 0 and new_value not in known:
+            if region is None:
+                region = tuple(slice(int(np.min(i)), int(np.max(i)) + 1) for i in indices)
+            painted.setdefault(new_value, []).append(region)
+    matrix = _layer_matrix(labels_layer)
+    voxel_mm = abs(float(np.linalg.det(matrix[:-1, :-1])))
+    new_components = []
+    for value, regions in painted.items():
+        low = [min(r[d].start or 0 for r in regions) for d in range(ndim)]
+        high = [max(r[d].stop if r[d].stop is not None else data.shape[d] for r in regions) for d in range(ndim)]
+        box = tuple(slice(a, b) for a, b in zip(low, high))
+        where = np.argwhere(np.asarray(data[box]) == value)
+        if not len(where):
+            continue
+        centroid = where.mean(axis=0) + np.asarray(low, float)
+        volume = len(where) * voxel_mm
+        diameter = (6 * volume / np.pi) ** (1 / 3) if ndim == 3 else 2 * np.sqrt(volume / np.pi)
+        centre = _data_to_world_mm(labels_layer, centroid)[0]
+        new_components.append((value, tuple(float(v) for v in centre), float(volume), float(diameter)))
+    erased = [value for value in sorted(touched & known) if value > 0 and not np.any(np.asarray(data) == value)]
+    return new_components, erased
