@@ -1,0 +1,260 @@
+"""`napari-medcad export` end to end: predict-style case folders, review files, a DICOM series
+carrying a patient's identity, nnU-Net's own integrity check, and a SIGKILL half-way."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_medcad.core.export import dataset as dataset_module
+from napari_medcad.core.findings import Finding, Findings, Status
+from napari_medcad.core.image import Geometry, MedicalImage
+from napari_medcad.core.io import read_image, write_image
+
+sitk = pytest.importorskip("SimpleITK")
+
+PATIENT = {
+    "PatientName": "ZZTOPSECRET^ALICIA",
+    "PatientID": "PID778899XQ",
+    "PatientBirthDate": "19231107",
+    "AccessionNumber": "ACC5566XYZ",
+    "InstitutionName": "Saint Quixote Infirmary",
+    "StudyDate": "19990315",
+    "SeriesDate": "19990316",
+}
+
+
+def predict_folder(folder: Path, image: MedicalImage, seriesuid: str = "scan") -> Findings:
+    """What `napari-medcad predict` writes for a case: findings.csv (ids = label values) and labels.nii.gz."""
+    folder.mkdir(parents=True)
+    labels = np.zeros(image.spatial_shape, np.uint16)
+    labels[2:4, 5:9, 5:9] = 1
+    labels[4:6, 14:18, 14:18] = 2
+    findings = Findings(geometry=image.geometry, shape_zyx=image.spatial_shape)
+    findings.add(Finding(1, "nodule", 0.9, tuple(image.index_to_world((2.5, 6.5, 6.5))), 4.0, status=Status.ACCEPTED))
+    findings.add(Finding(2, "nodule", 0.7, tuple(image.index_to_world((4.5, 15.5, 15.5))), 4.0, status=Status.REJECTED))
+    (folder / "findings.csv").write_text(findings.to_csv(seriesuid=seriesuid))
+    write_image(image.with_array(labels), folder / "labels.nii.gz")
+    (folder / "report.json").write_text(json.dumps({"model": {"name": "lung-nodule-ct", "version": "0.3"},
+                                                    "image": {"name": seriesuid}}))
+    return findings
+
+
+def small_ct(seed: int = 0) -> MedicalImage:
+    geometry = Geometry((0.9, 0.9, 2.0), (-30.0, -20.0, 50.0), tuple(np.eye(3).ravel()))
+    array = np.random.default_rng(seed).integers(-1000, 300, (8, 24, 24)).astype(np.int16)
+    return MedicalImage(array, geometry, modality="CT")
+
+
+def test_export_from_a_predict_folder(tmp_path, run_cli):
+    image = small_ct()
+    write_image(image, tmp_path / "scan.nii.gz")
+    predict_folder(tmp_path / "pred" / "scan", image)
+    result = run_cli("export", "--image", str(tmp_path / "scan.nii.gz"), "--findings", str(tmp_path / "pred" / "scan"),
+                     "--out", str(tmp_path / "ds"), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "exported case_0001" in result.stdout and result.stderr == ""
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "ds" / "labelsTr" / "case_0001.nii.gz")))
+    assert labels[3, 7, 7] == 1 and labels[5, 16, 16] == 0 and labels.sum() == 2 * 4 * 4
+    entry = json.loads((tmp_path / "ds" / "medcad_export.json").read_text())["cases"]["case_0001"]
+    assert entry["model"] == {"model": "lung-nodule-ct", "model_version": "0.3"}
+    assert "scan" not in (tmp_path / "ds" / "annotations.csv").read_text()  # the input's seriesuid is not reused
+
+
+def test_export_with_a_review_file(tmp_path, run_cli):
+    review = pytest.importorskip("napari_medcad.core.review")
+    if not hasattr(review, "load_review"):
+        pytest.skip("core.review has no load_review yet")
+    image = small_ct()
+    write_image(image, tmp_path / "scan.nii.gz")
+    image = read_image(tmp_path / "scan.nii.gz")
+    findings = predict_folder(tmp_path / "pred" / "scan", image)
+    session = review.ReviewSession.start(findings, image.content_signature(), path=tmp_path / "scan.review.json")
+    session.reject(1)
+    session.accept(2)
+    result = run_cli("export", "--image", str(tmp_path / "scan.nii.gz"), "--findings", str(tmp_path / "pred" / "scan"),
+                     "--review", str(tmp_path / "scan.review.json"), "--out", str(tmp_path / "ds"), "--quiet")
+    assert result.returncode == 0, result.stderr
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "ds" / "labelsTr" / "case_0001.nii.gz")))
+    assert labels[3, 7, 7] == 0 and labels[5, 16, 16] == 1  # the review's decisions, not the CSV's
+    entry = json.loads((tmp_path / "ds" / "medcad_export.json").read_text())["cases"]["case_0001"]
+    decided = {f["id"]: (f["status"], f["decided_by_action"], bool(f["decided_at"])) for f in entry["findings"]}
+    assert decided == {1: ("rejected", "reject", True), 2: ("accepted", "accept", True)}
+    assert entry["review"]["reviewed"] is True
+
+    other = small_ct(seed=9)
+    write_image(other, tmp_path / "other.nii.gz")
+    refused = run_cli("export", "--image", str(tmp_path / "other.nii.gz"), "--review",
+                      str(tmp_path / "scan.review.json"), "--out", str(tmp_path / "ds"), "--quiet")
+    assert refused.returncode == 2
+    assert "different image" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--case", "../../escape"], "invalid case name"),
+    (["--findings", "missing-folder"], "does not exist"),
+    ([], "give --findings"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, run_cli, extra, message):
+    image = small_ct()
+    write_image(image, tmp_path / "scan.nii.gz")
+    predict_folder(tmp_path / "pred" / "scan", image)
+    args = ["export", "--image", str(tmp_path / "scan.nii.gz"), "--out", str(tmp_path / "ds"), "--quiet"]
+    if extra and extra[0] == "--case":
+        args += ["--findings", str(tmp_path / "pred" / "scan")]
+    result = run_cli(*args, *extra)
+    assert result.returncode == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "escape").exists() and not (tmp_path.parent / "escape").exists()
+
+
+def _dicom_with_identity(folder: Path) -> MedicalImage:
+    """A CT series whose headers name a patient, a visit and a hospital."""
+    pydicom = pytest.importorskip("pydicom")
+    from dicom_factory import write_series
+
+    volume = sitk.GetImageFromArray(np.random.default_rng(4).integers(0, 1200, (6, 24, 24)).astype(np.int16))
+    volume.SetSpacing((0.8, 0.8, 2.5))
+    volume.SetOrigin((-10.0, 5.0, 40.0))
+    for path in write_series(volume, folder, description="chest"):
+        ds = pydicom.dcmread(path)
+        for keyword, value in PATIENT.items():
+            setattr(ds, keyword, value)
+        ds.save_as(path)
+    assert pydicom.dcmread(next(folder.iterdir())).PatientName == PATIENT["PatientName"]
+    return read_image(folder)
+
+
+def _all_readable_bytes(root: Path) -> dict[str, bytes]:
+    out = {}
+    for path in root.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            out[str(path)] = data
+            if path.name.endswith(".gz"):
+                out[str(path) + " (decompressed)"] = gzip.decompress(data)
+    return out
+
+
+def test_dicom_identity_never_reaches_the_dataset(tmp_path, run_cli):
+    source = tmp_path / "ZZTOPSECRET_ALICIA_PID778899XQ"  # folder names often carry the patient's name
+    image = _dicom_with_identity(source)
+    predict_folder(tmp_path / "pred" / source.name, image, seriesuid=source.name)
+    result = run_cli("export", "--image", str(source), "--findings", str(tmp_path / "pred" / source.name),
+                     "--out", str(tmp_path / "ds"), "--quiet")
+    assert result.returncode == 0, result.stderr
+    files = _all_readable_bytes(tmp_path / "ds")
+    assert any(name.endswith("case_0001_0000.nii.gz (decompressed)") for name in files)
+    forbidden = [value for value in PATIENT.values()] + ["ZZTOPSECRET", "ALICIA", "Quixote"]
+    for name, data in files.items():
+        for value in forbidden:
+            assert value.lower().encode() not in data.lower(), f"{value} found in {name}"
+    entry = json.loads((tmp_path / "ds" / "medcad_export.json").read_text())["cases"]["case_0001"]
+    removed = entry["deidentification"]["identifying_fields_present_and_not_exported"]
+    assert set(PATIENT) <= set(removed)
+    assert entry["deidentification"]["source_format"] == "DICOM"
+
+    named = run_cli("export", "--image", str(source), "--findings", str(tmp_path / "pred" / source.name),
+                    "--out", str(tmp_path / "ds"), "--case", "ZZTOPSECRET_scan", "--quiet")
+    assert named.returncode == 2 and "PatientName" in named.stderr
+
+
+_VERIFY = (
+    "import sys\n"
+    "from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity\n"
+    "for folder in sys.argv[1:]:\n"
+    "    verify_dataset_integrity(folder, 1)\n"
+)
+
+
+def test_nnunet_integrity_check_passes(tmp_path):
+    """nnU-Net's own checker, on a 3D dataset of two cases and on a 2D one (in a subprocess:
+    it starts a spawn pool, which needs an importable main module)."""
+    pytest.importorskip("nnunetv2")
+    from napari_medcad.core.export import export_case
+
+    volumes = tmp_path / "Dataset901_MedcadCT"
+    for seed in (1, 2):
+        image = small_ct(seed)
+        findings = Findings(items=[Finding(1, "nodule", 1.0, tuple(image.index_to_world((4, 12, 12))), 5.0,
+                                           status=Status.ADDED, source="reader")])
+        export_case(image, findings, volumes)
+    flat = tmp_path / "Dataset902_MedcadDX"
+    picture = MedicalImage(np.arange(30 * 40, dtype=np.uint16).reshape(30, 40), Geometry((0.2, 0.3), (1.0, 2.0),
+                                                                                         (1.0, 0.0, 0.0, 1.0)))
+    export_case(picture, Findings(items=[Finding(1, "nodule", 1.0, (4.0, 5.0), 2.0, status=Status.ACCEPTED)]), flat)
+    env = dict(os.environ, nnUNet_raw=str(tmp_path), nnUNet_preprocessed=str(tmp_path), nnUNet_results=str(tmp_path))
+    result = subprocess.run([sys.executable, "-c", _VERIFY, str(volumes), str(flat)], capture_output=True, text=True,
+                            timeout=300, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("verify_dataset_integrity Done") == 2
+    assert "Error" not in result.stdout and "Warning" not in result.stdout, result.stdout
+
+
+_KILLABLE_EXPORT = """
+import sys, time
+from napari_medcad.core.export import export_case
+from napari_medcad.core.findings import read_findings_csv
+from napari_medcad.core.io import read_image
+
+image_path, csv_path, labels_path, out = sys.argv[1:5]
+def stall(item):
+    if item.message == "writing COCO":  # the image and label map are staged by now
+        print("STAGED", flush=True)
+        time.sleep(120)
+export_case(read_image(image_path), read_findings_csv(csv_path), out, labels=read_image(labels_path), progress=stall)
+"""
+
+
+def test_sigkill_half_way_leaves_dataset_unchanged(tmp_path, run_cli):
+    first, second = small_ct(1), small_ct(2)
+    write_image(first, tmp_path / "first.nii.gz")
+    write_image(second, tmp_path / "second.nii.gz")
+    predict_folder(tmp_path / "pred" / "first", first)
+    predict_folder(tmp_path / "pred" / "second", second)
+    dataset = tmp_path / "ds"
+    done = run_cli("export", "--image", str(tmp_path / "first.nii.gz"), "--findings", str(tmp_path / "pred" / "first"),
+                   "--out", str(dataset), "--quiet")
+    assert done.returncode == 0, done.stderr
+    before = {p.relative_to(dataset): p.read_bytes() for p in dataset.rglob("*") if p.is_file()}
+
+    process = subprocess.Popen(
+        [sys.executable, "-c", _KILLABLE_EXPORT, str(tmp_path / "second.nii.gz"),
+         str(tmp_path / "pred" / "second" / "findings.csv"), str(tmp_path / "pred" / "second" / "labels.nii.gz"),
+         str(dataset)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        line = process.stdout.readline()
+        assert line.strip() == "STAGED", process.stderr.read() if process.poll() is not None else line
+        assert time.monotonic() < deadline
+        staging = list(dataset.glob(dataset_module.STAGING_PREFIX + "*"))
+        assert len(staging) == 1
+        assert (staging[0] / "files" / "labelsTr" / "case_0002.nii.gz").is_file()  # really half-way
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == -signal.SIGKILL
+    after = {p.relative_to(dataset): p.read_bytes() for p in dataset.rglob("*")
+             if p.is_file() and not p.relative_to(dataset).parts[0].startswith(dataset_module.STAGING_PREFIX)}
+    assert after == before
+
+    again = run_cli("export", "--image", str(tmp_path / "second.nii.gz"), "--findings",
+                    str(tmp_path / "pred" / "second"), "--out", str(dataset), "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert "exported case_0002" in again.stdout
+    assert not list(dataset.glob(dataset_module.STAGING_PREFIX + "*"))
+    assert json.loads((dataset / "dataset.json").read_text())["numTraining"] == 2
+    assert sorted(p.name for p in (dataset / "labelsTr").iterdir()) == ["case_0001.nii.gz", "case_0002.nii.gz"]
