@@ -409,15 +409,17 @@ def points_edits(points_layer, findings: Sequence[Finding]):
 
 
 def _atom_parts(atom):
-    """(region slices or None, index arrays or None, old values, new value) of a Labels paint atom."""
+    """(region slices, old values, new values) of one napari Labels paint record."""
     if hasattr(atom, "slice_key"):  # napari's masked atom: a bounding box (and a mask in it)
-        return tuple(atom.slice_key), None, np.asarray(atom.old_values), int(atom.new_value)
-    indices, old_values, new_value = atom
-    return None, indices, np.asarray(old_values), int(new_value)
+        return tuple(atom.slice_key), np.asarray(atom.old_values), np.atleast_1d(np.asarray(atom.new_value))
+    indices, old_values, new_values = atom  # data_setitem: fancy indices, values before, value(s) after
+    region = tuple(slice(int(np.min(i)), int(np.max(i)) + 1) for i in indices) if len(indices[0]) else None
+    return region, np.asarray(old_values), np.unique(np.asarray(new_values))
 
 
 def labels_paint_changes(labels_layer, atoms, known_values: Iterable[int]):
-    """What one paint/erase stroke in ``labels_layer`` did to the findings' masks.
+    """What paint/erase strokes in ``labels_layer`` did to the findings' masks (call it after
+    napari has written the voxels: it emits ``paint`` before ``data_setitem`` writes them).
 
     Returns ``(new_components, erased_values)``: for each painted value that no finding has,
     ``(value, centre_world_mm, volume_mm3, diameter_mm)`` (centroid and equivalent-sphere, or
@@ -429,12 +431,13 @@ def labels_paint_changes(labels_layer, atoms, known_values: Iterable[int]):
     painted: dict[int, list] = {}
     touched: set[int] = set()
     for atom in atoms:
-        region, indices, old_values, new_value = _atom_parts(atom)
-        touched.update(int(v) for v in np.unique(old_values) if int(v) != new_value)
-        if new_value > 0 and new_value not in known:
-            if region is None:
-                region = tuple(slice(int(np.min(i)), int(np.max(i)) + 1) for i in indices)
-            painted.setdefault(new_value, []).append(region)
+        region, old_values, new_values = _atom_parts(atom)
+        touched.update(int(v) for v in np.unique(old_values))
+        if region is None:
+            continue
+        for value in (int(v) for v in new_values):
+            if value > 0 and value not in known:
+                painted.setdefault(value, []).append(region)
     matrix = _layer_matrix(labels_layer)
     voxel_mm = abs(float(np.linalg.det(matrix[:-1, :-1])))
     new_components = []

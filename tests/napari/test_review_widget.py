@@ -1,0 +1,321 @@
+"""The Review widget in a real viewer: rows move the view, keyboard decisions reach the table, the
+review file and the layers; Points and Labels edits come back as session actions; undo/redo;
+reopening restores the review; a review file of another image is refused; 2-D images work."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from qtpy.QtCore import Qt
+
+from napari_medcad.core.findings import Finding, Findings
+from napari_medcad.core.image import Geometry, MedicalImage, lps_to_napari_world
+from napari_medcad.core.review import default_review_path
+from napari_medcad.napari.findings_layers import (
+    ROLE_LABELS,
+    ROLE_POINTS,
+    add_findings_layers,
+    findings_layer_data,
+    role_of,
+)
+from napari_medcad.napari.layers import image_layer_data
+from napari_medcad.napari.widgets.review import COLUMNS, ReviewWidget
+
+GEOMETRY_3D = Geometry((0.8, 0.9, 2.0), (-20.0, 15.0, -40.0), (0, -1, 0, 1, 0, 0, 0, 0, 1))  # rotated in-plane
+GEOMETRY_2D = Geometry((0.5, 0.6), (10.0, -5.0), (1, 0, 0, 1))
+CENTRES = [(3, 10, 12), (8, 25, 30), (12, 32, 14)]
+
+
+def make_case(ndim=3, seed=0):
+    geometry = GEOMETRY_3D if ndim == 3 else GEOMETRY_2D
+    shape = (16, 40, 44)[-ndim:]
+    array = np.random.default_rng(seed).integers(-1000, 400, shape).astype(np.int16)
+    image = MedicalImage(array, geometry, modality="CT", name="ct")
+    findings = Findings(geometry=geometry, shape_zyx=shape, provenance={"model": "m", "classes": ["nodule", "mass"]})
+    labels = np.zeros(shape, np.uint16)
+    for number, centre in enumerate(CENTRES, start=1):
+        centre = centre[-ndim:]
+        start, stop = tuple(c - 2 for c in centre), tuple(c + 3 for c in centre)
+        labels[tuple(slice(a, b) for a, b in zip(start, stop))] = number
+        findings.add(Finding(
+            id=number, label="nodule", probability=0.9 - 0.2 * number,
+            centre_world_mm=tuple(geometry.index_to_world(centre)), centre_index_zyx=centre, diameter_mm=5.0,
+            bbox_index_zyx=(start, stop), mask_value=number))
+    return image, findings, image.with_array(labels, modality="SEG")
+
+
+def open_case(viewer, ndim=3, seed=0):
+    image, findings, labels = make_case(ndim, seed)
+    data, kwargs, kind = image_layer_data(image)
+    viewer.add_image(data, **kwargs)
+    layers = add_findings_layers(viewer, findings_layer_data(findings, image, labels=labels, source_layer="ct"))
+    return image, findings, {role_of(layer): layer for layer in layers}
+
+
+@pytest.fixture(autouse=True)
+def reviews(tmp_path, monkeypatch):
+    folder = tmp_path / "reviews"
+    monkeypatch.setenv("NAPARI_MEDCAD_REVIEWS", str(folder))
+    return folder
+
+
+@pytest.fixture
+def shown_errors(monkeypatch):
+    shown = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
+    return shown
+
+
+@pytest.fixture
+def case(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    image, findings, layers = open_case(viewer)
+    widget = ReviewWidget(viewer)
+    qtbot.addWidget(widget)
+    assert widget.session is not None, widget.status_label.text()
+    return widget, image, layers
+
+
+def assert_view_on(viewer, world):
+    """The slice shown holds the finding (napari snaps the slice position to the grid: within
+    half a step) and the camera is centred exactly on it."""
+    world = np.asarray(world, float)
+    offset = viewer.dims.ndim - len(world)
+    for axis in viewer.dims.not_displayed:
+        step = viewer.dims.range[axis].step
+        assert abs(viewer.dims.point[axis] - world[axis - offset]) <= step / 2 + 1e-9
+    displayed = [axis - offset for axis in viewer.dims.displayed]
+    np.testing.assert_allclose(viewer.camera.center[-len(displayed):], world[displayed], atol=1e-6)
+
+
+def dock(widget, qtbot):
+    """Shortcuts fire only in the active window: dock the widget and activate the viewer."""
+    widget.viewer.window.add_dock_widget(widget)
+    window = widget.viewer.window._qt_window
+    window.show()
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow, timeout=3000)
+
+
+def table_column(widget, name):
+    column = COLUMNS.index(name)
+    return {int(widget.proxy.index(row, 0).data()): widget.proxy.index(row, column).data()
+            for row in range(widget.proxy.rowCount())}
+
+
+def saved_statuses(image):
+    data = json.loads(default_review_path(image.content_signature()).read_text())
+    return {item["id"]: item["status"] for item in data["findings"]["items"]}
+
+
+def layer_statuses(points):
+    return dict(zip(points.features["id"].astype(int), points.features["status"]))
+
+
+def test_constructs_without_findings(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    widget = ReviewWidget(viewer)
+    qtbot.addWidget(widget)
+    assert widget.session is None and widget.proxy.rowCount() == 0
+    open_case(viewer)  # findings arriving later are picked up
+    assert widget.session is not None and widget.proxy.rowCount() == 3
+
+
+def test_row_selection_moves_the_view(case):
+    widget, image, layers = case
+    viewer = widget.viewer
+    for finding_id in (2, 3, 1):
+        assert widget.select_finding(finding_id)
+        finding = widget.session.findings[finding_id]
+        world = lps_to_napari_world(finding.centre_world_mm)
+        assert_view_on(viewer, world)
+        row = widget.model.rows[finding_id]
+        assert layers[ROLE_POINTS].selected_data == {row}
+        assert layers[ROLE_LABELS].selected_label == finding_id
+    # the slice shown is the finding's: its point is in view
+    layer_z = layers[ROLE_POINTS].world_to_data(viewer.dims.point)[0]
+    assert round(layer_z) == CENTRES[0][0]
+    viewer.dims.ndisplay = 3
+    widget.select_finding(2)
+    np.testing.assert_allclose(viewer.camera.center, lps_to_napari_world(widget.session.findings[2].centre_world_mm))
+
+
+def test_keyboard_accept_reject_and_undo_redo(case, qtbot):
+    widget, image, layers = case
+    points = layers[ROLE_POINTS]
+    dock(widget, qtbot)
+    widget.select_finding(1)
+    widget.table.setFocus()
+    qtbot.keyClick(widget.table, Qt.Key.Key_A)
+    assert widget.current_finding().id == 2  # a decision moves on to the next row
+    qtbot.keyClick(widget.table, Qt.Key.Key_R)
+    expected = {1: "accepted", 2: "rejected", 3: "pending"}
+    assert table_column(widget, "status") == expected
+    assert saved_statuses(image) == expected
+    assert layer_statuses(points) == expected
+    rejected_row = widget.model.rows[2]
+    assert points.face_color[rejected_row][3] == 0  # hollow ring
+    qtbot.keyClick(widget.table, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert saved_statuses(image)[2] == "pending" and layer_statuses(points)[2] == "pending"
+    assert table_column(widget, "status")[2] == "pending"
+    qtbot.keyClick(widget.table, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    assert saved_statuses(image)[2] == "rejected"
+    qtbot.keyClick(widget.table, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    qtbot.keyClick(widget.table, Qt.Key.Key_Y, Qt.KeyboardModifier.ControlModifier)
+    assert layer_statuses(points)[2] == "rejected"
+    # next / previous, by letter and by arrow
+    widget.select_finding(1)
+    qtbot.keyClick(widget.table, Qt.Key.Key_N)
+    assert widget.current_finding().id == 2
+    qtbot.keyClick(widget.table, Qt.Key.Key_Down)
+    assert widget.current_finding().id == 3
+    qtbot.keyClick(widget.table, Qt.Key.Key_P)
+    qtbot.keyClick(widget.table, Qt.Key.Key_Up)
+    assert widget.current_finding().id == 1
+
+
+def test_class_note_and_filters(case):
+    widget, image, layers = case
+    widget.select_finding(3)
+    widget.set_class("mass")
+    widget.set_note("  near   the pleura ")
+    finding = widget.session.findings[3]
+    assert (finding.label, finding.note, finding.status.value) == ("mass", "near the pleura", "edited")
+    assert table_column(widget, "class")[3] == "mass" and table_column(widget, "note")[3] == "near the pleura"
+    assert layers[ROLE_POINTS].features["label"][widget.model.rows[3]] == "mass"
+    widget.min_probability.setValue(0.4)
+    assert sorted(table_column(widget, "id")) == [1, 2]
+    widget.min_probability.setValue(0.0)
+    widget.status_filter.setCurrentText("edited")
+    assert list(table_column(widget, "id")) == [3]
+
+
+def test_points_edits_come_back(case, qtbot):
+    widget, image, layers = case
+    points = layers[ROLE_POINTS]
+    # move finding 1 by two voxels in x
+    row = widget.model.rows[1]
+    data = points.data.copy()
+    data[row, -1] += 2
+    points.data = data
+    qtbot.waitUntil(lambda: widget.session.findings[1].status.value == "edited", timeout=3000)
+    expected = tuple(image.index_to_world(np.array(CENTRES[0], float) + [0, 0, 2]))
+    np.testing.assert_allclose(widget.session.findings[1].centre_world_mm, expected, atol=1e-6)
+    assert float(table_column(widget, "x mm")[1]) == pytest.approx(expected[0], abs=0.05)
+    # delete finding 2's point: a model finding is rejected and stays drawn
+    points.selected_data = {widget.model.rows[2]}
+    points.remove_selected()
+    qtbot.waitUntil(lambda: widget.session.findings[2].status.value == "rejected", timeout=3000)
+    assert len(points.data) == 3 and layer_statuses(points)[2] == "rejected"
+    assert table_column(widget, "status")[2] == "rejected"
+    # add a point: a reader's finding at that position
+    points.add(np.array([5.0, 20.0, 20.0]))
+    qtbot.waitUntil(lambda: len(widget.session.findings) == 4, timeout=3000)
+    added = widget.session.findings[4]
+    assert added.status.value == "added" and added.source == "reader"
+    np.testing.assert_allclose(added.centre_world_mm, image.index_to_world([5.0, 20.0, 20.0]), atol=1e-6)
+    assert table_column(widget, "status")[4] == "added" and layer_statuses(points)[4] == "added"
+    assert widget.current_finding().id == 4
+    # deleting a reader's own point removes it
+    points.selected_data = {widget.model.rows[4]}
+    points.remove_selected()
+    qtbot.waitUntil(lambda: len(widget.session.findings) == 3, timeout=3000)
+    assert len(points.data) == 3 and 4 not in table_column(widget, "id")
+    # and all of it undoes
+    widget.undo()
+    assert len(widget.session.findings) == 4 and len(points.data) == 4
+    saved = saved_statuses(image)
+    assert saved == {1: "edited", 2: "rejected", 3: "pending", 4: "added"}
+
+
+def test_labels_paint_adds_and_erase_rejects(case, qtbot):
+    widget, image, layers = case
+    labels = layers[ROLE_LABELS]
+    # paint a new component (value 9) as a 3x3x3 cube
+    labels.selected_label = 9
+    labels.data_setitem(tuple(np.mgrid[6:9, 5:8, 34:37].reshape(3, -1)), 9)
+    qtbot.waitUntil(lambda: len(widget.session.findings) == 4, timeout=3000)
+    added = widget.session.findings[4]
+    assert (added.status.value, added.mask_value) == ("added", 9)
+    np.testing.assert_allclose(added.centre_world_mm, image.index_to_world([7, 6, 35]), atol=1e-6)
+    volume = 27 * np.prod(GEOMETRY_3D.spacing_xyz)
+    assert added.volume_mm3 == pytest.approx(volume)
+    assert added.diameter_mm == pytest.approx((6 * volume / np.pi) ** (1 / 3))
+    assert table_column(widget, "status")[4] == "added" and len(layers[ROLE_POINTS].data) == 4
+    # erase all of finding 3's mask: rejected; erasing part of finding 1's changes nothing
+    labels.data_setitem(tuple(np.argwhere(labels.data == 3).T), 0)
+    qtbot.waitUntil(lambda: widget.session.findings[3].status.value == "rejected", timeout=3000)
+    history = len(widget.session.history)
+    labels.data_setitem(tuple(np.argwhere(labels.data == 1)[:5].T), 0)
+    qtbot.wait(50)
+    assert widget.session.findings[1].status.value == "pending" and len(widget.session.history) == history
+    assert saved_statuses(image)[3] == "rejected" and table_column(widget, "status")[3] == "rejected"
+
+
+def test_reopen_restores_the_review(case, make_napari_viewer, qtbot):
+    widget, image, layers = case
+    widget.select_finding(1)
+    widget.accept_current()
+    widget.select_finding(3)
+    widget.reject_current()
+    layers[ROLE_POINTS].add(np.array([4.0, 12.0, 30.0]))
+    qtbot.waitUntil(lambda: len(widget.session.findings) == 4, timeout=3000)
+    widget.close()
+
+    viewer = make_napari_viewer()
+    open_case(viewer)  # same image, the model's findings again
+    reopened = ReviewWidget(viewer)
+    qtbot.addWidget(reopened)
+    assert {f.id: f.status.value for f in reopened.session.findings} == {
+        1: "accepted", 2: "pending", 3: "rejected", 4: "added"}
+    points = next(layer for layer in viewer.layers if role_of(layer) == ROLE_POINTS)
+    assert layer_statuses(points) == {1: "accepted", 2: "pending", 3: "rejected", 4: "added"}
+    assert table_column(reopened, "status")[4] == "added"
+    assert "resumed" in reopened.status_label.text()
+    reopened.undo()  # the history came back too
+    assert 4 not in {f.id for f in reopened.session.findings}
+
+
+def test_review_file_of_another_image_is_refused(make_napari_viewer, qtbot, shown_errors):
+    viewer = make_napari_viewer()
+    image_a, _, _ = open_case(viewer, seed=1)
+    widget = ReviewWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.select_finding(1)
+    widget.accept_current()
+    path_a = default_review_path(image_a.content_signature())
+    # the same review file offered for another image, at that image's review path
+    other = make_case(seed=2)[0]
+    shutil.copy(path_a, default_review_path(other.content_signature()))
+    viewer2 = make_napari_viewer()
+    open_case(viewer2, seed=2)
+    refused = ReviewWidget(viewer2)
+    qtbot.addWidget(refused)
+    assert refused.session is None and refused.proxy.rowCount() == 0
+    assert shown_errors and "different image" in str(shown_errors[-1])
+    # and opening it explicitly for image A's widget works, for image B's is refused
+    before = len(shown_errors)
+    assert widget.open_review_file(path_a) is not None
+    assert len(shown_errors) == before
+
+
+@pytest.mark.parametrize("ndisplay", [2, 3])
+def test_2d_image(make_napari_viewer, qtbot, ndisplay):
+    viewer = make_napari_viewer()
+    image, findings, layers = open_case(viewer, ndim=2)
+    viewer.dims.ndisplay = ndisplay
+    widget = ReviewWidget(viewer)
+    qtbot.addWidget(widget)
+    assert widget.select_finding(2)
+    world = lps_to_napari_world(findings[2].centre_world_mm)
+    assert_view_on(viewer, world)
+    assert table_column(widget, "z mm")[2] == ""
+    widget.accept_current()
+    assert saved_statuses(image)[2] == "accepted"
+    labels = layers[ROLE_LABELS]
+    labels.data_setitem(tuple(np.mgrid[2:5, 36:39].reshape(2, -1)), 7)
+    qtbot.waitUntil(lambda: len(widget.session.findings) == 4, timeout=3000)
+    assert widget.session.findings[4].mask_value == 7 and len(widget.session.findings[4].centre_world_mm) == 2
