@@ -142,3 +142,15 @@ def test_registry_lists_user_models(tmp_path, monkeypatch):
         registry.find_model("no-such-model")
     with pytest.raises(MedcadError, match="no model card"):
         registry.find_model(tmp_path)
+
+
+def test_a_broken_user_model_is_skipped_with_a_warning(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_MEDCAD_MODELS", str(tmp_path))
+    make_model_folder(tmp_path / "good", name="good-model")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "card.yaml").write_text("name: broken\ntask: dance\ndims: 3\n")
+    with pytest.warns(UserWarning, match="skipping a user model"):
+        names = [card.name for card in registry.list_models()]
+    assert "good-model" in names and "broken" not in names
+    with pytest.raises(MedcadError, match="task must be one of"):  # asked for by path, it says why
+        registry.find_model(tmp_path / "broken")

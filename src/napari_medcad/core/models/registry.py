@@ -9,6 +9,7 @@ prints where) or by passing its path wherever a model name is accepted.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 from ..errors import MedcadError
@@ -35,14 +36,22 @@ def _card_in(folder: Path) -> Path | None:
     return None
 
 
-def _cards_below(root: Path) -> list[ModelCard]:
+def _cards_below(root: Path, skip_broken: bool = False) -> list[ModelCard]:
+    """The cards of the model folders in ``root``; with ``skip_broken`` a card that cannot be
+    read is left out with a warning, so one bad user model does not hide all the others."""
     cards = []
     if not root.is_dir():
         return cards
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         card_path = _card_in(folder)
-        if card_path is not None:
+        if card_path is None:
+            continue
+        try:
             cards.append(read_card(card_path))
+        except MedcadError as err:
+            if not skip_broken:
+                raise
+            warnings.warn(f"skipping a user model: {err}", stacklevel=2)
     return cards
 
 
@@ -51,7 +60,7 @@ def list_models() -> list[ModelCard]:
     builtin = _cards_below(BUILTIN_DIR)
     names = {card.name for card in builtin}
     user = []
-    for card in _cards_below(user_model_dir()) if user_model_dir().exists() else []:
+    for card in _cards_below(user_model_dir(), skip_broken=True):
         if card.name not in names:
             user.append(card)
             names.add(card.name)
