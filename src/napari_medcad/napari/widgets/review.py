@@ -21,6 +21,7 @@ from qtpy.QtCore import QAbstractTableModel, QItemSelectionModel, QModelIndex, Q
 from qtpy.QtGui import QKeySequence
 from qtpy.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
@@ -208,6 +209,8 @@ class ReviewWidget(QWidget):
         self.note_edit.setPlaceholderText("note on this finding (Enter saves)")
         self.note_edit.editingFinished.connect(lambda: self.set_note(self.note_edit.text()))
 
+        self.advance_check = QCheckBox("go to the next finding after accept / reject")
+        self.advance_check.setChecked(True)
         self.buttons: dict[str, QPushButton] = {}
         actions = {"accept": self.accept_current, "reject": self.reject_current, "previous": self.previous,
                    "next": self.next, "undo": self.undo, "redo": self.redo}
@@ -240,6 +243,7 @@ class ReviewWidget(QWidget):
         layout.addLayout(filters)
         layout.addWidget(self.table, 1)
         layout.addLayout(grid)
+        layout.addWidget(self.advance_check)
         layout.addLayout(edit_form)
         self.export_button = None
         self.runner = None
@@ -396,7 +400,11 @@ class ReviewWidget(QWidget):
         dims = self.viewer.dims
         offset = dims.ndim - len(world)
         if offset >= 0:
-            dims.set_point(range(offset, dims.ndim), tuple(float(v) for v in world))
+            point = list(dims.point)
+            point[offset:] = (float(v) for v in world)
+            # only a new slice costs a reslice of every layer: leave dims alone when it is the same
+            if any(abs(point[axis] - dims.point[axis]) > dims.range[axis].step / 2 for axis in dims.not_displayed):
+                dims.point = tuple(point)
             displayed = [axis - offset for axis in dims.displayed if axis >= offset]
             self.viewer.camera.center = tuple(float(world[axis]) for axis in displayed)
         self._syncing = True
@@ -458,6 +466,10 @@ class ReviewWidget(QWidget):
             decide(finding.id)
         except MedcadError as err:
             notify_error(err)
+            return
+        if not self.advance_check.isChecked():
+            if not self.select_finding(finding.id):
+                self._step(0)
             return
         if next_id is None or not self.select_finding(next_id):
             if not self.select_finding(finding.id):  # filtered out by its new status: stay in place
