@@ -319,3 +319,27 @@ def test_2d_image(make_napari_viewer, qtbot, ndisplay):
     labels.data_setitem(tuple(np.mgrid[2:5, 36:39].reshape(2, -1)), 7)
     qtbot.waitUntil(lambda: len(widget.session.findings) == 4, timeout=3000)
     assert widget.session.findings[4].mask_value == 7 and len(widget.session.findings[4].centre_world_mm) == 2
+
+
+def test_export_button_writes_the_reviewed_case(case, qtbot, tmp_path):
+    from napari_medcad.napari.widgets import review
+
+    widget, image, layers = case
+    if review.export_case is None:
+        assert widget.export_button is None  # no export function yet: no button either
+        return
+    widget.select_finding(1)
+    widget.accept_current()
+    widget.select_finding(3)
+    widget.reject_current()
+    values = []
+    widget.runner.bar.valueChanged.connect(values.append)
+    assert widget.export(tmp_path / "dataset") is not None
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=30000)
+    assert widget.runner.last_error is None, widget.runner.last_error
+    assert values and values[-1] == 1000 and "exported" in widget.status_label.text()
+    annotations = (tmp_path / "dataset" / "annotations.csv").read_text().splitlines()
+    candidates = (tmp_path / "dataset" / "candidates.csv").read_text().splitlines()
+    assert len(annotations) == 2 and len(candidates) >= 2  # finding 1 accepted; 3 a hard negative
+    x, y, z = widget.session.findings[1].centre_world_mm
+    assert f"{x:.1f}" in annotations[1] or f"{x:.2f}" in annotations[1]

@@ -637,5 +637,8 @@ class ReviewWidget(QWidget):
             source_path=source, on_result=self._exported, on_finish=lambda: self.export_button.setEnabled(True))
 
     def _exported(self, result) -> None:
-        case = getattr(result, "case", None) or getattr(result, "case_name", None)
-        self.status_label.setText(f"exported{f' as {case}' if case else ''}")
+        text = result.summary() if hasattr(result, "summary") else f"exported {getattr(result, 'case', '')}"
+        self.status_label.setText(text)
+        from napari.utils.notifications import show_info
+
+        show_info(text)
