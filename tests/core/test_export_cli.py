@@ -258,3 +258,37 @@ def test_sigkill_half_way_leaves_dataset_unchanged(tmp_path, run_cli):
     assert not list(dataset.glob(dataset_module.STAGING_PREFIX + "*"))
     assert json.loads((dataset / "dataset.json").read_text())["numTraining"] == 2
     assert sorted(p.name for p in (dataset / "labelsTr").iterdir()) == ["case_0001.nii.gz", "case_0002.nii.gz"]
+
+
+def test_identifier_guard_refuses_a_leak_and_changes_nothing(tmp_path):
+    """A class name typed as the patient's name would reach dataset.json: the export refuses."""
+    from napari_medcad.core.errors import MedcadError
+    from napari_medcad.core.export import export_case
+
+    source = tmp_path / "series"
+    image = _dicom_with_identity(source)
+    findings = Findings(items=[Finding(1, "Zztopsecret lesion", 1.0, tuple(image.index_to_world((3, 12, 12))), 4.0,
+                                       status=Status.ADDED, source="reader")])
+    with pytest.raises(MedcadError, match="PatientName would appear in"):
+        export_case(image, findings, tmp_path / "ds", source_path=source)
+    assert [p.name for p in (tmp_path / "ds").iterdir()] == [dataset_module.LOCK_NAME]
+    findings.items[0].label = "nodule"
+    assert export_case(image, findings, tmp_path / "ds", source_path=source).identifying_fields_removed
+
+
+def test_identifier_guard_reads_image_headers(tmp_path):
+    """A NIfTI description naming the patient is caught; the same text in voxels is not searched."""
+    nib = pytest.importorskip("nibabel")
+    from napari_medcad.core.errors import MedcadError
+    from napari_medcad.core.export.deidentify import check_no_identifiers, read_source_header
+
+    _dicom_with_identity(tmp_path / "series")
+    header = read_source_header(tmp_path / "series")
+    named = nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), np.eye(4))
+    named.header["descrip"] = b"ZZTOPSECRET^ALICIA"
+    nib.save(named, tmp_path / "named.nii.gz")
+    with pytest.raises(MedcadError, match="PatientName"):
+        check_no_identifiers([tmp_path / "named.nii.gz"], header, "case_0001")
+    spelled = np.frombuffer(b"ZZTOPSECRET^ALICIA" * 4, dtype=np.int16).reshape(4, 3, 3)
+    nib.save(nib.Nifti1Image(spelled, np.eye(4)), tmp_path / "voxels.nii.gz")
+    check_no_identifiers([tmp_path / "voxels.nii.gz"], header, "case_0001")

@@ -201,7 +201,7 @@ def _case_entry(image: MedicalImage, findings: Findings, case_labels, header, si
             review.get("actions"), int) else None},
         "pending_policy": PENDING_POLICIES[pending],
         "counts": provenance.status_counts(findings),
-        "findings": provenance.decisions(findings, case_labels.drawn, PENDING_POLICIES[pending]),
+        "findings": provenance.decisions(findings, case_labels.drawn),
         "label_map": {"values": "0 background, then the dataset's class values",
                       "unmatched_label_values": case_labels.unmatched_label_values},
         "deidentification": header.report(),

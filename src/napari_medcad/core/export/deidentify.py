@@ -122,15 +122,44 @@ def read_source_header(source_path: str | os.PathLike | None) -> SourceHeader:
     return header
 
 
+def _nifti_header(path: Path) -> bytes:
+    """A .nii.gz file's header and extensions: everything before the voxels (vox_offset)."""
+    import struct
+
+    with gzip.open(path, "rb") as stream:
+        head = stream.read(352)
+        if len(head) < 352:
+            return head
+        offset = struct.unpack("<f", head[108:112])[0]
+        if not 352 <= offset <= 1 << 24:  # big-endian or odd header: fall back to the fixed part
+            offset = struct.unpack(">f", head[108:112])[0]
+        extra = int(offset) - 352 if 352 <= offset <= 1 << 24 else 0
+        return head + stream.read(extra)
+
+
+def _png_metadata(path: Path) -> bytes:
+    """A PNG's chunks other than pixel data (text chunks are where names would hide)."""
+    import struct
+
+    data = path.read_bytes()
+    out, position = [], 8
+    while position + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[position:position + 8])
+        if kind != b"IDAT":
+            out.append(data[position + 8:position + 8 + length])
+        position += 12 + length
+    return b"".join(out)
+
+
 def _readable_bytes(path: Path) -> bytes:
-    """What a recipient could read of a staged file: text files whole, images' headers."""
+    """What a recipient could read as text: text files whole, images' headers (voxels are numbers,
+    and searching them would refuse exports whose pixel values happen to spell a date)."""
     name = path.name.lower()
-    if name.endswith((".json", ".csv", ".txt")):
-        return path.read_bytes()
     if name.endswith(".nii.gz"):
-        with gzip.open(path, "rb") as stream:
-            return stream.read(64 * 1024)  # header and any extensions; voxels are numbers
-    return path.read_bytes()[:64 * 1024]
+        return _nifti_header(path)
+    if name.endswith(".png"):
+        return _png_metadata(path)
+    return path.read_bytes()
 
 
 def check_no_identifiers(files: list[Path], header: SourceHeader, case_name: str) -> None:

@@ -114,7 +114,7 @@ def model_provenance(findings: Findings) -> dict[str, Any]:
     return {key: _plain(findings.provenance[key]) for key in _MODEL_KEYS if key in findings.provenance}
 
 
-def decisions(findings: Findings, drawn: dict[int, str], pending_policy: str) -> list[dict[str, Any]]:
+def decisions(findings: Findings, drawn: dict[int, str]) -> list[dict[str, Any]]:
     """Each finding's decision, with the review's time and action when the review recorded them."""
     review = findings.provenance.get("review") or {}
     recorded = review.get("decisions") or {}
@@ -124,7 +124,7 @@ def decisions(findings: Findings, drawn: dict[int, str], pending_policy: str) ->
         if f.status.is_positive:
             used = drawn.get(f.id, "none")
         elif f.status == Status.PENDING:
-            used = f"background; {pending_policy}"
+            used = "background (pending: see pending_policy)"
         else:
             used = "background"
         out.append({
