@@ -292,3 +292,26 @@ def test_identifier_guard_reads_image_headers(tmp_path):
     spelled = np.frombuffer(b"ZZTOPSECRET^ALICIA" * 4, dtype=np.int16).reshape(4, 3, 3)
     nib.save(nib.Nifti1Image(spelled, np.eye(4)), tmp_path / "voxels.nii.gz")
     check_no_identifiers([tmp_path / "voxels.nii.gz"], header, "case_0001")
+
+
+def test_export_2d_from_a_findings_csv(tmp_path, run_cli):
+    """A 2D image and a plain findings CSV (whose rows carry z = 0): COCO gets the reader's finding."""
+    pycocotools = pytest.importorskip("pycocotools.coco")
+    picture = MedicalImage(np.random.default_rng(2).integers(0, 4000, (40, 50)).astype(np.uint16),
+                           Geometry((0.5, 0.5), (10.0, -5.0), (1.0, 0.0, 0.0, 1.0)), modality="DX")
+    write_image(picture, tmp_path / "chest.nii.gz")
+    findings = Findings(items=[
+        Finding(1, "nodule", 1.0, tuple(picture.index_to_world((20, 25))), 6.0, status=Status.ADDED, source="reader"),
+        Finding(2, "nodule", 0.4, tuple(picture.index_to_world((5, 5))), 3.0, status=Status.REJECTED)])
+    (tmp_path / "findings.csv").write_text(findings.to_csv(seriesuid="chest"))
+    result = run_cli("export", "--image", str(tmp_path / "chest.nii.gz"), "--findings", str(tmp_path / "findings.csv"),
+                     "--out", str(tmp_path / "ds"), "--case", "chest-1", "--quiet")
+    assert result.returncode == 0, result.stderr
+    coco = pycocotools.COCO(str(tmp_path / "ds" / "coco.json"))
+    (annotation,) = coco.dataset["annotations"]
+    mask = coco.annToMask(annotation).astype(bool)
+    assert mask[20, 25] and not mask[5, 5]
+    x, y, w, h = annotation["bbox"]
+    assert abs(w * 0.5 - 6.0) <= 1.0 and abs(h * 0.5 - 6.0) <= 1.0  # a 6 mm disc on 0.5 mm pixels
+    candidates = (tmp_path / "ds" / "candidates.csv").read_text().splitlines()
+    assert candidates[1:] == ["chest-1,22.500,5.000,0.000,1", "chest-1,12.500,-2.500,0.000,0"]
