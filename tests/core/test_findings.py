@@ -83,3 +83,15 @@ def test_bad_csv_is_a_user_error(tmp_path):
 def test_non_finite_positions_are_refused():
     with pytest.raises(MedcadError):
         Finding(id=1, label="x", probability=0.5, centre_world_mm=(0, float("nan"), 0), diameter_mm=1)
+
+
+def test_csv_of_a_2d_image_reads_back_on_its_grid(tmp_path):
+    geometry = Geometry((0.5, 0.5), (-10.0, 20.0), (1.0, 0.0, 0.0, 1.0))
+    findings = Findings(geometry=geometry, shape_zyx=(100, 100))
+    findings.add(Finding(id=1, label="nodule", probability=0.8, centre_world_mm=(-5.0, 30.0), diameter_mm=4.0,
+                         centre_index_zyx=(20.0, 10.0)))
+    path = tmp_path / "findings.csv"
+    path.write_text(findings.to_csv("film"))
+    [back] = read_findings_csv(path, geometry)
+    assert back.centre_world_mm == (-5.0, 30.0)
+    np.testing.assert_allclose(back.centre_index_zyx, (20.0, 10.0))

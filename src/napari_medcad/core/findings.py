@@ -207,6 +207,8 @@ def read_findings_csv(path: str | os.PathLike, geometry: Geometry | None = None)
     for number, row in enumerate(rows, start=1):
         try:
             centre = (float(row["coordX"]), float(row["coordY"]), float(row["coordZ"]))
+            if geometry is not None and geometry.ndim == 2:
+                centre = centre[:2]  # LUNA16 rows always have a z; a 2-D image's world has none
             probability = float(row.get("probability") or 1.0)
             diameter = float(row.get("diameter_mm") or 0.0)
         except (KeyError, TypeError, ValueError):
