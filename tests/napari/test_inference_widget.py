@@ -45,13 +45,6 @@ def model_folder(tmp_path_factory):
 
 
 @pytest.fixture
-def shown_errors(monkeypatch):
-    shown = []
-    monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
-    return shown
-
-
-@pytest.fixture
 def widget(make_napari_viewer, model_folder):
     viewer = make_napari_viewer()
     data, kwargs, kind = image_layer_data(blob_image())

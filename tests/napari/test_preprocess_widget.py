@@ -60,13 +60,6 @@ def add_image(viewer, image: MedicalImage):
     return getattr(viewer, f"add_{kind}")(data, **kwargs)
 
 
-@pytest.fixture
-def shown_errors(monkeypatch):
-    shown = []
-    monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
-    return shown
-
-
 def run_to_end(widget, qtbot, timeout=20000):
     worker = widget.run()
     assert worker is not None, widget.message.text()

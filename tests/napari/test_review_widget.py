@@ -63,13 +63,6 @@ def reviews(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def shown_errors(monkeypatch):
-    shown = []
-    monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
-    return shown
-
-
-@pytest.fixture
 def case(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     image, findings, layers = open_case(viewer)
