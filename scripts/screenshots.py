@@ -59,7 +59,79 @@ def shot_preprocess(viewer, app):
     return viewer.layers["lung1 nodule (expert label)"]
 
 
-SHOTS = {"preprocess": shot_preprocess}
+REAL_CT = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "lung1_image.nrrd"
+
+
+def shot_findings(viewer, app):
+    """The built-in detector run from the Inference widget on the real CT (the whole scan when the
+    workspace's real data is there, else the shipped crop), with the expert label for comparison."""
+    import SimpleITK as sitk
+
+    from napari_medcad.napari.layers import labels_layer_data
+    from napari_medcad.napari.widgets.inference import InferenceWidget
+
+    if REAL_CT.exists():
+        [image_layer] = viewer.open(str(REAL_CT), plugin=PLUGIN)
+        expert = sitk.GetArrayFromImage(sitk.ReadImage(str(REAL_CT.with_name("lung1_label.nrrd"))))
+        data, kwargs, _ = labels_layer_data(expert, image_layer, "expert label (lung1)", opacity=0.0)
+        viewer.add_labels(data, **kwargs)
+    else:
+        viewer.open_sample(PLUGIN, "lung_ct")
+        image_layer = viewer.layers[0]
+    widget = InferenceWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Inference (napari-medcad)", area="right")
+    widget.select_image(image_layer.name)
+    widget.heatmap_check.setChecked(True)
+    widget.run()
+    _wait(app, widget.runner)
+    viewer.layers.selection.active = image_layer
+    expert_layer = next(layer for layer in viewer.layers if "expert" in layer.name)
+    expert_layer.visible = False
+    return expert_layer  # show the slice of the expert's nodule
+
+
+def shot_review(viewer, app):
+    """Review of the detector's findings on the phantom CT sample: two decisions made with the
+    keyboard actions (accept, reject), the next finding selected and centred."""
+    import os
+    import tempfile
+
+    from qtpy.QtCore import Qt
+
+    from napari_medcad.napari.widgets.inference import InferenceWidget
+    from napari_medcad.napari.widgets.review import ReviewWidget
+
+    os.environ["NAPARI_MEDCAD_REVIEWS"] = tempfile.mkdtemp(prefix="medcad-review-shot-")
+    image_layer, truth_layer, _points = viewer.open_sample(PLUGIN, "phantom_ct")
+    truth_layer.visible = False
+    inference = InferenceWidget(viewer)
+    inference.select_image(image_layer.name)
+    inference.run()
+    _wait(app, inference.runner)
+    review = ReviewWidget(viewer)
+    viewer.window.add_dock_widget(review, name="Review findings (napari-medcad)", area="right")
+    _settle(app)
+    review.start_review()
+    ids = review.visible_ids()
+    if ids:
+        review.select_finding(ids[0])
+        review.accept_current()
+    if len(ids) > 2:
+        review.select_finding(ids[1])
+        review.reject_current()
+        review.select_finding(ids[2])
+    model = review.table.model()
+    for column in range(model.columnCount()):  # the shot shows decisions; positions are in the table
+        if str(model.headerData(column, Qt.Orientation.Horizontal)).endswith(" mm"):
+            review.table.setColumnHidden(column, True)
+    review.table.resizeColumnsToContents()
+    viewer.window._qt_window.resize(1600, 900)  # room for the table's status column
+    image_layer.contrast_limits = (-1000, 300)  # a lung-ish window
+    _settle(app)
+    return None
+
+
+SHOTS = {"preprocess": shot_preprocess, "findings": shot_findings, "review": shot_review}
 
 
 def main(names: list[str]) -> int:
@@ -76,7 +148,8 @@ def main(names: list[str]) -> int:
         _settle(app)
         focus = SHOTS[name](viewer, app)  # the Labels layer whose largest slice to show, if any
         _settle(app)
-        show_labelled_slice(viewer, focus)
+        if focus is not None:
+            show_labelled_slice(viewer, focus)
         viewer.reset_view()
         _settle(app)
         out = DOCS / f"{name}.png"
