@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_text
 from ..errors import MedcadError
 
 TASKS = ("detection", "segmentation", "classification")
@@ -80,9 +81,7 @@ class ModelCard:
             if path.suffix == ".json"
             else yaml.safe_dump(self.to_dict(), sort_keys=False)
         )
-        temporary = path.with_name(f".{path.name}.partial")
-        temporary.write_text(text)
-        os.replace(temporary, path)
+        write_text(path, text)
         self.path = path
         return path
 
