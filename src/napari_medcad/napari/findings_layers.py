@@ -208,10 +208,7 @@ def findings_layers_of(layers: Iterable, source_layer: str) -> list:
 
 def _data_to_world_mm(layer, data: np.ndarray) -> np.ndarray:
     """Layer data coordinates -> LPS (x, y, z) mm through the layer's own transform."""
-    matrix = affine_from_transform(
-        layer.ndim, scale=layer.scale, translate=layer.translate, rotate=layer.rotate, shear=layer.shear,
-        affine=layer.affine.affine_matrix,
-    )
+    matrix = _layer_matrix(layer)
     data = np.asarray(data, dtype=float).reshape(-1, layer.ndim)
     world_zyx = data @ matrix[:-1, :-1].T + matrix[:-1, -1]
     return napari_world_to_lps(world_zyx)
@@ -239,8 +236,7 @@ def findings_from_points(points_layer, base: Findings | None = None) -> Findings
     features = points_layer.features
     worlds = _data_to_world_mm(points_layer, points_layer.data)
     sizes = np.broadcast_to(np.asarray(points_layer.size, dtype=float), (len(worlds),))
-    spacing = float(np.mean(np.linalg.norm(affine_from_transform(
-        points_layer.ndim, scale=points_layer.scale, affine=points_layer.affine.affine_matrix)[:-1, :-1], axis=0)[-2:]))
+    spacing = _plane_spacing(points_layer)
     seen: set[int] = set()
     added = []
     for row, world in enumerate(worlds):
