@@ -77,3 +77,31 @@ def test_matching_and_froc():
     assert scores["sensitivity"][8.0] == 0.5 and scores["max_sensitivity"] == 0.5
     assert 0.3 < threshold_for_fp_rate([case], 1.0) <= 0.7
     assert threshold_for_fp_rate([case], 0.0) > 0.7
+
+
+def test_nodule_weights_balance_small_and_large_nodules():
+    from napari_medcad.core.training.loop import nodule_weights
+
+    instances = np.zeros((20, 40, 40), np.uint16)
+    instances[2:4, 2:4, 2:4] = 1  # 8 voxels: a small nodule
+    instances[5:15, 10:30, 10:30] = 2  # 4,000 voxels: a large one
+    weights = nodule_weights(instances, reference_voxels=400)
+    assert weights[0, 0, 0] == 1.0
+    assert weights[2, 2, 2] == pytest.approx(np.sqrt(400 / 8))  # 7.07, under the cap of 8
+    assert weights[10, 20, 20] == 1.0  # larger than the reference: never below 1
+    # the small nodule's total pull is now within 10x of the large one's, not 500x
+    assert weights[instances == 2].sum() / weights[instances == 1].sum() < 80
+
+
+def test_sample_batch_centres_negatives_on_vessels():
+    from napari_medcad.core.training.loop import TrainingCase, sample_batch
+
+    image = np.zeros((30, 60, 60), np.float32)
+    vessels = np.array([[15, 30, 30]], np.int32)
+    image[15, 30, 30] = 5.0  # a marker at the only vessel voxel
+    case = TrainingCase(image, np.zeros(image.shape, np.uint8), np.ones(image.shape, np.float32),
+                        np.zeros(image.shape, bool), vessels, np.zeros((0, 3)))
+    recipe = {"patch_zyx": [16, 24, 24], "batch_size": 8, "positive_fraction": 0.0, "vessel_fraction": 1.0}
+    images, targets, weights = sample_batch([case], np.random.default_rng(0), recipe)
+    assert images.shape == targets.shape == weights.shape == (8, 1, 16, 24, 24)
+    assert all((patch > 2.0).any() for patch in images[:, 0])  # every patch holds the vessel voxel

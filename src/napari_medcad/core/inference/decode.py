@@ -1,7 +1,9 @@
 """From a probability map to findings: connected components, sizes, world positions.
 
-Each connected region above the card's threshold is one candidate; its probability is the
-region's peak, its centre the probability-weighted centroid, its diameter the diameter of a
+Each connected region of voxels above the card's ``mask_threshold`` is one candidate (its mask);
+its probability is the region's peak, and it is a finding when that peak reaches the card's
+``threshold`` (the operating point, chosen on validation data).  Keeping the two apart lets the
+operating point move without shrinking or splitting the masks; its centre the probability-weighted centroid, its diameter the diameter of a
 sphere (or disc, in 2D) of the same volume.  Candidates smaller than the card's minimum
 diameter are dropped; the most probable ``max_findings`` are kept.
 """
@@ -32,21 +34,22 @@ def decode_components(
     """Findings from ``probability`` (one channel, values 0..1) and their label map.
 
     ``intensity`` (same grid) gives each finding's mean value (HU on CT). ``decoding`` keys:
-    threshold (0.5), min_diameter_mm (0), max_findings (100), peak_threshold (threshold):
-    a region is kept only if its peak reaches ``peak_threshold``.
+    threshold (0.5): a region is kept only if its peak reaches it; mask_threshold (threshold):
+    the voxel level of the regions (a threshold below it lowers the level too, so low
+    operating points still see weak candidates); min_diameter_mm (0), max_findings (100).
     Returns the findings (ids 1..N by decreasing probability) and an int32 map whose value
     for each finding is its ``mask_value``.
     """
     from scipy import ndimage
 
     threshold = float(decoding.get("threshold", 0.5))
-    peak_threshold = float(decoding.get("peak_threshold", threshold))
+    level = min(float(decoding.get("mask_threshold", threshold)), threshold)
     min_diameter = float(decoding.get("min_diameter_mm", 0.0))
     max_findings = int(decoding.get("max_findings", 100))
     values = probability.array
     geometry = probability.geometry
     voxel_mm3 = float(np.prod(geometry.spacing_xyz))
-    regions, count = ndimage.label(values >= threshold)
+    regions, count = ndimage.label(values >= level)
     findings = Findings(geometry=geometry, shape_zyx=probability.spatial_shape)
     if count == 0:
         return findings, np.zeros(values.shape, dtype=np.int32)
@@ -62,7 +65,7 @@ def decode_components(
     for k in range(count):
         volume = float(sizes[k]) * voxel_mm3
         diameter = equivalent_diameter_mm(volume, values.ndim)
-        if peaks[k] < peak_threshold or diameter < min_diameter:
+        if peaks[k] < threshold or diameter < min_diameter:
             continue
         candidates.append((float(peaks[k]), k))
     candidates.sort(key=lambda item: -item[0])

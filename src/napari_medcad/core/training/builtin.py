@@ -42,7 +42,7 @@ LUNG_NODULE_CT_CARD: dict[str, Any] = {
     ],
     "classes": ["background", "nodule"],
     "output": {"activation": "sigmoid", "channels": 1},
-    "decoding": {"threshold": 0.5, "min_diameter_mm": 2.5, "max_findings": 50},
+    "decoding": {"threshold": 0.5, "mask_threshold": 0.5, "min_diameter_mm": 2.5, "max_findings": 50},
     "inference": {"roi_size_zyx": [48, 96, 96], "overlap": 0.25, "batch_size": 2, "blend": "gaussian",
                   "mask": "lung"},
     "license": "BSD-3-Clause",
@@ -50,14 +50,16 @@ LUNG_NODULE_CT_CARD: dict[str, Any] = {
 
 LUNG_NODULE_CT_TRAINING: dict[str, Any] = {
     "seed": 20240401,
-    "train_cases": 10,
-    "val_cases": 3,
+    "train_cases": 32,
+    "val_cases": 4,
     "val_seed": 20240402,
-    "epochs": 4,
-    "steps_per_epoch": 25,
+    "epochs": 24,
+    "steps_per_epoch": 50,
     "batch_size": 4,
     "patch_zyx": [32, 48, 48],
-    "positive_fraction": 0.5,
+    "positive_fraction": 0.4,
+    "vessel_fraction": 0.5,  # of the other patches: centred on a pulmonary vessel
+    "reference_nodule_voxels": 400,  # nodule loss weights: sqrt(400 / voxels), 1..8
     "learning_rate": 4e-3,
     "max_in_plane": 256,
     "max_slices": 96,
@@ -65,7 +67,10 @@ LUNG_NODULE_CT_TRAINING: dict[str, Any] = {
     "threads": 2,
 }
 
-BUILTIN_RECIPES = {"lung-nodule-ct": (LUNG_NODULE_CT_CARD, LUNG_NODULE_CT_TRAINING)}
+from .gnn import GNN_CARD, GNN_TRAINING  # noqa: E402  (the graph rescorer's recipe)
+
+BUILTIN_RECIPES = {"lung-nodule-ct": (LUNG_NODULE_CT_CARD, LUNG_NODULE_CT_TRAINING),
+                   "lung-nodule-gnn": (GNN_CARD, GNN_TRAINING)}
 
 
 def _builtin_dir(name: str) -> Path:

@@ -1,0 +1,34 @@
+"""Decoding a probability map: regions at the mask level, findings at the operating threshold."""
+
+import numpy as np
+import pytest
+
+from napari_medcad.core.image import Geometry, MedicalImage
+from napari_medcad.core.inference.decode import decode_components
+
+
+def _probability():
+    values = np.zeros((20, 40, 40), np.float32)
+    values[4:8, 4:8, 4:8] = 0.6  # a weak candidate
+    values[10:16, 20:30, 20:30] = 0.7
+    values[12:14, 24:26, 24:26] = 0.95  # the strong candidate's core
+    return MedicalImage(values, Geometry.identity(3, (1.0, 1.0, 2.0)))
+
+
+def test_operating_threshold_keeps_strong_regions_with_their_whole_mask():
+    findings, labels = decode_components(_probability(), None, {"threshold": 0.9, "mask_threshold": 0.5})
+    assert len(findings) == 1
+    finding = next(iter(findings))
+    assert finding.probability == pytest.approx(0.95)
+    assert (labels == finding.mask_value).sum() == 6 * 10 * 10  # the 0.5 region, not just the 0.95 core
+    assert finding.volume_mm3 == pytest.approx(600 * 2.0)
+
+
+def test_threshold_below_mask_level_lowers_the_level():
+    findings, _ = decode_components(_probability(), None, {"threshold": 0.55, "mask_threshold": 0.65})
+    assert sorted(round(f.probability, 2) for f in findings) == [0.6, 0.95]
+
+
+def test_without_mask_threshold_the_threshold_is_the_level():
+    findings, labels = decode_components(_probability(), None, {"threshold": 0.9})
+    assert len(findings) == 1 and (labels > 0).sum() == 8  # only the core
