@@ -1,0 +1,220 @@
+"""Why a classifier said "nodule": heatmaps on the source image's own grid.
+
+* CNN and RNN families: Grad-CAM (MONAI's ``monai.visualize.GradCAM``) of the "nodule" class at
+  the card's target layer (``inference.explain.target_layer``).  For the LSTM slice aggregator
+  the target layer is its per-slice encoder, so every slice gets its own map, weighted by the
+  gradients of the scan-level score.
+* Attention family: the attention weights the model returns itself
+  (``forward(x, return_attention=True)``): the class token's attention over image tokens, or the
+  gated MIL attention over slice patches.  Nothing is estimated after the fact.
+
+How a heatmap is made: the image goes through the card's preprocessing (resampling to the card's
+grid, then its intensity steps unless ``preprocess=False`` says the image already has them);
+windows of the card's input size (``inference.roi_size_yx`` / ``roi_size_zyx``, overlapping by
+``inference.overlap``) are explained; each window's map is scaled to a maximum of 1 and then
+multiplied by that window's probability, and overlapping windows keep the larger value.  The map
+is then resampled (linear, world positions kept) onto the source image's geometry, so napari
+shows it with the image's own scale/translate/affine.  ``metadata["probability"]`` is the
+largest window probability.
+
+A 2-D model on a 3-D image explains the chosen ``slices`` (default: all), each as a 2-D image
+with the in-plane geometry of the volume; other slices stay 0.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import MedcadError
+from ..image import Geometry, MedicalImage
+from ..models.card import ModelCard
+from ..progress import ProgressFn, report, scaled
+
+METHODS = ("gradcam", "attention")
+
+
+def explanation_method(card: ModelCard) -> str:
+    """``gradcam`` or ``attention``: the card's ``inference.explain.method`` or its family's default."""
+    settings = card.inference.get("explain", {}) or {}
+    method = settings.get("method")
+    if method is None:
+        if card.family in ("cnn", "rnn"):
+            method = "gradcam"
+        elif card.family == "attention":
+            method = "attention"
+        elif card.family == "gnn":
+            raise MedcadError(f"model '{card.name}' is a graph model: it is explained by its graph view, not a heatmap")
+        else:
+            raise MedcadError(f"model '{card.name}': no explanation for family '{card.family}'")
+    if method not in METHODS:
+        raise MedcadError(f"model '{card.name}': unknown explanation method '{method}' (known: {', '.join(METHODS)})")
+    if card.task != "classification":
+        raise MedcadError(f"model '{card.name}' is a {card.task} model; heatmap explanations are for classifiers")
+    return method
+
+
+def _roi(card: ModelCard) -> tuple[int, ...]:
+    key = "roi_size_yx" if card.dims == 2 else "roi_size_zyx"
+    roi = card.inference.get(key)
+    if not roi or len(roi) != card.dims:
+        raise MedcadError(f"model card '{card.name}' lacks inference.{key}")
+    return tuple(int(v) for v in roi)
+
+
+def _starts(length: int, size: int, overlap: float) -> list[int]:
+    if length <= size:
+        return [0]
+    stride = max(1, int(round(size * (1.0 - overlap))))
+    count = math.ceil((length - size) / stride) + 1
+    return sorted({int(round(v)) for v in np.linspace(0, length - size, count)})
+
+
+def _window_maps(network, method: str, card: ModelCard, batch: np.ndarray):
+    """(probabilities (B,), maps (B, *roi)) for one batch of windows (B, 1, *roi)."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.ascontiguousarray(batch, np.float32))
+    roi = tuple(batch.shape[2:])
+    if method == "attention":
+        with torch.no_grad():
+            logits, attention = network(x, return_attention=True)
+        maps = attention[:, None].float()
+    else:
+        from monai.visualize import GradCAM
+
+        layer = (card.inference.get("explain", {}) or {}).get("target_layer")
+        if not layer or layer not in dict(network.named_modules()):
+            raise MedcadError(f"model card '{card.name}': Grad-CAM needs inference.explain.target_layer naming a layer")
+        cam = GradCAM(nn_module=network, target_layers=layer, postprocessing=lambda m: m)
+        with torch.enable_grad():
+            raw = cam.compute_map(x.clone().requires_grad_(True), class_idx=1)  # ReLU(sum_c w_c A_c) at the layer
+        with torch.no_grad():
+            logits = network(x)
+        maps = raw.detach().float()
+        if card.dims == 3:  # per-slice maps of the slice encoder: (B*D, 1, h, w) -> (B, 1, D, h, w)
+            maps = maps.reshape(x.shape[0], x.shape[2], *maps.shape[-2:])[:, None]
+    probabilities = torch.softmax(logits.detach(), dim=1)[:, 1].numpy()
+    mode = "bilinear" if card.dims == 2 else "trilinear"
+    maps = F.interpolate(maps, size=roi, mode=mode, align_corners=False)[:, 0].numpy()
+    return probabilities.astype(np.float64), maps
+
+
+def _explain_grid(array: np.ndarray, network, method: str, card: ModelCard, progress: ProgressFn | None,
+                  batch_size: int = 8):
+    """Heatmap on the card's grid for a prepared array, and the largest window probability."""
+    roi = _roi(card)
+    overlap = float(card.inference.get("overlap", 0.5))
+    padded_shape = tuple(max(n, r) for n, r in zip(array.shape, roi))
+    padded = np.zeros(padded_shape, np.float32)
+    padded[tuple(slice(0, n) for n in array.shape)] = array
+    heat = np.zeros(padded_shape, np.float32)
+    starts = [s.ravel() for s in np.meshgrid(*[_starts(n, r, overlap) for n, r in zip(padded_shape, roi)],
+                                            indexing="ij")]
+    corners = np.stack(starts, axis=1)
+    best = 0.0
+    for first in range(0, len(corners), batch_size):
+        report(progress, first, len(corners), f"explaining window {first + 1}/{len(corners)}")
+        chunk = corners[first:first + batch_size]
+        windows = np.stack([padded[tuple(slice(c, c + r) for c, r in zip(corner, roi))] for corner in chunk])[:, None]
+        probabilities, maps = _window_maps(network, method, card, windows)
+        for corner, probability, window_map in zip(chunk, probabilities, maps):
+            peak = float(window_map.max())
+            scaled_map = window_map / peak * probability if peak > 0 else np.zeros_like(window_map)
+            region = tuple(slice(c, c + r) for c, r in zip(corner, roi))
+            np.maximum(heat[region], scaled_map.astype(np.float32), out=heat[region])
+            best = max(best, float(probability))
+    report(progress, len(corners), len(corners), "explained")
+    return heat[tuple(slice(0, n) for n in array.shape)], best, len(corners)
+
+
+def _plane(image: MedicalImage, index: int) -> MedicalImage:
+    """Slice ``index`` of a 3-D image as a 2-D image with the volume's in-plane geometry."""
+    matrix = image.geometry.direction_matrix
+    if not (np.allclose(matrix[:2, 2], 0, atol=1e-6) and np.allclose(matrix[2, :2], 0, atol=1e-6)):
+        raise MedcadError("a 2-D model can explain the slices of a volume only when its slices are axial planes "
+                          "(the slice axis is not mixed with the in-plane axes)")
+    corner = image.index_to_world([index, 0, 0])
+    geometry = Geometry(image.geometry.spacing_xyz[:2], tuple(corner[:2]), tuple(matrix[:2, :2].ravel()))
+    return MedicalImage(np.asarray(image.array[index]), geometry, modality=image.modality, name=image.name,
+                        metadata=dict(image.metadata))
+
+
+def _explain_image(image: MedicalImage, network, method: str, card: ModelCard, preprocess: bool,
+                   progress: ProgressFn | None):
+    """Heatmap (on ``image``'s grid, float32) and probability for an image of the card's dims."""
+    from ..inference.run import _split_pipeline, _to_source
+
+    pipeline, geometry_steps, _ = _split_pipeline(card)
+    prepared = (pipeline if preprocess else geometry_steps).run(image, device="cpu")
+    heat, probability, windows = _explain_grid(np.asarray(prepared.array, np.float32), network, method, card,
+                                               progress)
+    on_source = _to_source(prepared.with_array(heat), image, "linear", np.float32)
+    return np.asarray(on_source.array, np.float32), probability, windows
+
+
+def explain(
+    image: MedicalImage,
+    model_card: ModelCard | str,
+    *,
+    slices: Sequence[int] | None = None,
+    preprocess: bool = True,
+    progress: ProgressFn | None = None,
+) -> MedicalImage:
+    """A heatmap (float32, 0..1) of why ``model_card`` finds a nodule in ``image``, on ``image``'s grid.
+
+    ``preprocess=False``: the image already went through the card's intensity steps (e.g. the
+    lung window to [0, 1]); only its resampling is done.  ``slices``: which slices of a 3-D image
+    a 2-D model explains.
+    """
+    from ..inference.run import _card_of
+    from ..models.loading import load_network
+
+    card = _card_of(model_card)
+    method = explanation_method(card)
+    if image.rgb:
+        raise MedcadError("explanations need a single-channel image")
+    if image.ndim < card.dims:
+        raise MedcadError(f"model '{card.name}' needs a {card.dims}-D image; '{image.name}' is {image.ndim}-D")
+    if card.format != "state_dict":
+        raise MedcadError(f"model '{card.name}': explanations need one of this package's networks (a state_dict card)")
+    network = load_network(card)
+    details: dict[str, Any] = {}
+    if card.dims == image.ndim:
+        heat, probability, windows = _explain_image(image, network, method, card, preprocess, progress)
+        details["windows"] = windows
+    else:
+        chosen = list(range(image.spatial_shape[0])) if slices is None else [int(k) for k in slices]
+        if any(not 0 <= k < image.spatial_shape[0] for k in chosen):
+            raise MedcadError(f"slice out of range for '{image.name}' ({image.spatial_shape[0]} slices)")
+        heat = np.zeros(image.spatial_shape, np.float32)
+        probabilities = {}
+        for number, k in enumerate(chosen):
+            plane_heat, plane_probability, _ = _explain_image(
+                _plane(image, k), network, method, card, preprocess,
+                scaled(progress, number / len(chosen), (number + 1) / len(chosen)))
+            heat[k] = plane_heat
+            probabilities[k] = round(plane_probability, 4)
+        probability = max(probabilities.values()) if probabilities else 0.0
+        details["slices"] = chosen if len(chosen) <= 16 else f"{len(chosen)} slices"
+        details["slice_probabilities"] = probabilities if len(probabilities) <= 16 else {}
+    metadata = {
+        "explanation": method,
+        "model": card.name,
+        "model_family": card.family,
+        "probability": round(float(probability), 4),
+        "source_image": image.name,
+        "values": "0..1: the map scaled to 1 in each window, times that window's probability",
+        **details,
+    }
+    return image.with_array(heat, modality="OT", name=f"{image.name} {method} ({card.name})", rgb=False,
+                            metadata=metadata)
+
+
+def heatmap_peak_mm(heatmap: MedicalImage) -> np.ndarray:
+    """World position (LPS mm; x, y[, z]) of the heatmap's largest value."""
+    index = np.unravel_index(int(np.argmax(heatmap.array)), heatmap.spatial_shape)
+    return heatmap.index_to_world(np.asarray(index, float))
