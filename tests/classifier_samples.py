@@ -1,0 +1,34 @@
+"""Held-out phantom samples for the classifier and explanation tests (built once per session).
+
+Three small phantom cases (192 px in-plane at most, 48 slices) from a seed no training used, cut
+into samples exactly as the training data is (``core.training.classifiers``); about 10 s.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import pytest
+
+#: never used by training (20241105), validation (20241106) or the benchmark (7777)
+TEST_SEED = 31337
+TEST_CASES = 3
+
+
+@lru_cache(maxsize=1)
+def heldout_samples():
+    from napari_medcad.core.training.classifiers import DATA_RECIPE, build_samples
+
+    recipe = {**DATA_RECIPE, "max_in_plane": 192, "max_slices": 48, "crops_per_nodule": 2}
+    return build_samples(TEST_SEED, TEST_CASES, recipe)
+
+
+@pytest.fixture(autouse=False)
+def one_thread():
+    """torch on one thread for the test (the suite shares two cores with training jobs)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
