@@ -32,3 +32,12 @@ def test_threshold_below_mask_level_lowers_the_level():
 def test_without_mask_threshold_the_threshold_is_the_level():
     findings, labels = decode_components(_probability(), None, {"threshold": 0.9})
     assert len(findings) == 1 and (labels > 0).sum() == 8  # only the core
+
+
+def test_regions_mostly_outside_the_mask_are_dropped():
+    within = np.zeros((20, 40, 40), bool)
+    within[:, 18:, 18:] = True  # holds the strong candidate only
+    findings, labels = decode_components(_probability(), None, {"threshold": 0.55, "mask_threshold": 0.5},
+                                         within=within)
+    assert [round(f.probability, 2) for f in findings] == [0.95]
+    assert labels[5, 5, 5] == 0

@@ -30,6 +30,7 @@ def decode_components(
     intensity: MedicalImage | None,
     decoding: dict[str, Any],
     label: str = "nodule",
+    within: np.ndarray | None = None,
 ) -> tuple[Findings, np.ndarray]:
     """Findings from ``probability`` (one channel, values 0..1) and their label map.
 
@@ -37,6 +38,9 @@ def decode_components(
     threshold (0.5): a region is kept only if its peak reaches it; mask_threshold (threshold):
     the voxel level of the regions (a threshold below it lowers the level too, so low
     operating points still see weak candidates); min_diameter_mm (0), max_findings (100).
+    ``within`` (a boolean mask on the same grid, e.g. the lungs): regions with less than half
+    their voxels inside it are dropped (a lung nodule detector has no business in the
+    mediastinum or the chest wall, where the windows it ran on also reach).
     Returns the findings (ids 1..N by decreasing probability) and an int32 map whose value
     for each finding is its ``mask_value``.
     """
@@ -61,11 +65,13 @@ def decode_components(
         np.asarray(ndimage.mean(intensity.array, regions, index)) if intensity is not None else [None] * count
     )
     boxes = ndimage.find_objects(regions)
+    inside = (np.asarray(ndimage.mean(np.asarray(within, bool), regions, index)) if within is not None
+              else np.ones(count))
     candidates = []
     for k in range(count):
         volume = float(sizes[k]) * voxel_mm3
         diameter = equivalent_diameter_mm(volume, values.ndim)
-        if peaks[k] < threshold or diameter < min_diameter:
+        if peaks[k] < threshold or diameter < min_diameter or inside[k] < 0.5:
             continue
         candidates.append((float(peaks[k]), k))
     candidates.sort(key=lambda item: -item[0])
