@@ -175,3 +175,20 @@ def test_a_killed_session_loses_no_finished_action(tmp_path, kill_after):
         assert restored.findings[i].status == (Status.ACCEPTED if i % 2 else Status.REJECTED), i
     assert len(restored.history) >= finished
     assert not [p for p in tmp_path.iterdir() if p.name != "review.json" and not p.name.startswith(".review")]
+
+
+def test_opening_removes_temporary_files_of_a_killed_save_but_not_a_live_one(tmp_path):
+    session = ReviewSession.start(model_findings(), "sig-A", tmp_path / "review.json")
+    stale = tmp_path / ".review.json.k1ll3d.partial"  # as core.atomic names them
+    live = tmp_path / ".review.json.wr1t1ng.partial"
+    other = tmp_path / ".other.json.k1ll3d.partial"  # another file's: not this review's to clean
+    for leftover in (stale, live, other):
+        leftover.write_text('{"format": "napari-medcad rev')
+    old = os.path.getmtime(stale) - 3600
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    ReviewSession.open(session.path, "sig-A")
+    assert not stale.exists() and live.exists() and other.exists()
+    os.utime(live, (old, old))
+    ReviewSession.start(model_findings(), "sig-A", session.path)  # resuming cleans up too
+    assert not live.exists() and other.exists()

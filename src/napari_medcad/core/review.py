@@ -11,8 +11,10 @@ image restores the review and a review file of another image is refused.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +26,9 @@ from .findings import Finding, Findings, Status
 
 FORMAT = "napari-medcad review"
 VERSION = 1
+#: a temporary review file untouched for this long was left by a killed writer, not a live one
+#: (a save writes and renames its file in well under a second)
+STALE_PARTIAL_S = 60.0
 
 
 def review_dir() -> Path:
@@ -87,6 +92,7 @@ class ReviewSession:
               path: str | os.PathLike | None = None) -> "ReviewSession":
         """Resume the saved review of this image if there is one, else begin one over ``findings``."""
         path = Path(path) if path is not None else default_review_path(image_signature)
+        remove_stale_partials(path)
         if path.exists():
             return cls.open(path, image_signature)
         session = cls(findings.copy(), image_signature, path)
@@ -97,6 +103,7 @@ class ReviewSession:
     def open(cls, path: str | os.PathLike, image_signature: str | None = None) -> "ReviewSession":
         """A saved review; refused when it belongs to another image than ``image_signature``."""
         path = Path(path)
+        remove_stale_partials(path)
         data = _read_review_file(path)
         saved_signature = str(data.get("image_signature", ""))
         if image_signature is not None and saved_signature != image_signature:
@@ -264,6 +271,27 @@ class ReviewSession:
         self.save()
         for listener in list(self.listeners):
             listener(action)
+
+
+def remove_stale_partials(path: str | os.PathLike, older_than_s: float = STALE_PARTIAL_S) -> list[Path]:
+    """Delete the temporary files a killed save of ``path`` left beside it (``.NAME.*.partial``,
+    as ``core.atomic`` names them); only those untouched for ``older_than_s``, so a save running
+    in another process keeps its file.  Returns what was removed."""
+    path = Path(path)
+    now = time.time()
+    removed = []
+    try:
+        candidates = list(path.parent.glob(f".{glob.escape(path.name)}.*.partial"))
+    except OSError:
+        return removed
+    for candidate in candidates:
+        try:
+            if now - candidate.stat().st_mtime >= older_than_s:
+                candidate.unlink()
+                removed.append(candidate)
+        except OSError:  # gone already, or not ours to delete: leave it
+            continue
+    return removed
 
 
 def _with_items(frame: dict[str, Any], encoded_items: list[str]) -> str:
