@@ -99,6 +99,25 @@ def test_export_with_a_review_file(tmp_path, run_cli):
     assert "different image" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
 
 
+def test_export_with_a_review_hashes_the_image_once(tmp_path, monkeypatch, capsys):
+    """The content signature (a hash of every voxel) is computed once and passed on."""
+    from napari_medcad.cli import main
+    from napari_medcad.core.review import ReviewSession
+
+    image = small_ct()
+    write_image(image, tmp_path / "scan.nii.gz")
+    findings = predict_folder(tmp_path / "pred" / "scan", image)
+    ReviewSession.start(findings, read_image(tmp_path / "scan.nii.gz").content_signature(),
+                        path=tmp_path / "scan.review.json").accept(1)
+    calls = []
+    original = MedicalImage.content_signature
+    monkeypatch.setattr(MedicalImage, "content_signature", lambda self: calls.append(1) or original(self))
+    assert main(["export", "--image", str(tmp_path / "scan.nii.gz"), "--findings", str(tmp_path / "pred" / "scan"),
+                 "--review", str(tmp_path / "scan.review.json"), "--out", str(tmp_path / "ds"), "--quiet"]) == 0
+    assert "exported case_0001" in capsys.readouterr().out
+    assert len(calls) == 1
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--case", "../../escape"], "invalid case name"),
     (["--findings", "missing-folder"], "does not exist"),

@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     if args.findings is None and args.review is None:
         raise MedcadError("give --findings (a predict case folder or CSV) and/or --review (a review file)")
     image = read_image(args.image)
+    signature = image.content_signature()  # once: it hashes every voxel
     findings, labels = None, None
     if args.findings is not None:
         source = Path(args.findings)
@@ -98,11 +99,11 @@ def run(args: argparse.Namespace) -> int:
         else:
             raise MedcadError("the findings folder or CSV does not exist", source)
     if args.review is not None:
-        reviewed = load_reviewed(args.review, image.content_signature())
+        reviewed = load_reviewed(args.review, signature)
         if findings is not None:  # the CSV's model provenance, unless the review carries its own
             reviewed.provenance = {**findings.provenance, **reviewed.provenance}
         findings = reviewed
     result = export_case(image, findings, args.out, labels=labels, case_name=args.case, source_path=args.image,
-                         progress=_progress(args.quiet), pending=args.pending)
+                         progress=_progress(args.quiet), pending=args.pending, image_signature=signature)
     print(result.summary())
     return 0

@@ -87,17 +87,19 @@ def _prepare_root(out_dir: str | os.PathLike) -> Path:
 def export_case(image: MedicalImage, findings: Findings, out_dir: str | os.PathLike,
                 labels: MedicalImage | None = None, case_name: str | None = None,
                 source_path: str | os.PathLike | None = None, progress: ProgressFn | None = None,
-                pending: str = "negative") -> ExportResult:
+                pending: str = "negative", image_signature: str | None = None) -> ExportResult:
     """Add (or replace) one case in the dataset at ``out_dir``, creating it if needed.
 
     ``labels`` is the findings' label map on the image grid (value = ``mask_value``, or the id
     of a model finding, as `predict` writes it).  ``source_path`` is the file or folder the
     image was read from: its DICOM header is read to report (and guard against) identifying
     fields.  ``pending`` says what unreviewed findings become (see ``PENDING_POLICIES``).
+    ``image_signature`` is the image's ``content_signature()`` when the caller already has it
+    (hashing a large CT's voxels takes a while).
     """
     if pending not in PENDING_POLICIES:
         raise MedcadError(f"unknown pending policy {pending!r} (use {' or '.join(PENDING_POLICIES)})")
-    signature = image.content_signature()
+    signature = image_signature or image.content_signature()
     if findings.image_signature and findings.image_signature != signature:
         raise MedcadError("these findings belong to a different image (content signatures differ)")
     root = _prepare_root(out_dir)
