@@ -75,15 +75,18 @@ def test_layers_sit_at_the_findings_world_positions(ndim):
         np.testing.assert_allclose(layers[role].data_to_world(index),
                                    lps_to_napari_world(image.index_to_world(index)), atol=1e-9)
     assert layers[ROLE_LABELS].data[tuple([4, 10, 12][-ndim:])] == 1
-    # boxes: each rectangle's centre projects onto its finding in-plane, one per slice in 3-D
+    # boxes: one rectangle per finding, on its centre slice in 3-D, centred on it and as wide as
+    # its box (5 voxels, edge to edge)
     boxes = layers[ROLE_BOXES]
     ids = list(boxes.features["id"])
-    assert ids == ([1, 2] if ndim == 2 else [1] * 5 + [2] * 5)  # one rectangle per slice of the box
+    assert ids == [1, 2]
     for rectangle, finding_id in zip(boxes.data, ids):
         centre_world = napari_world_to_lps(boxes.data_to_world(rectangle.mean(axis=0)))
-        target = np.asarray(findings[finding_id].centre_world_mm)
-        in_plane = np.asarray(image.world_to_index(centre_world))[-2:] - np.asarray(image.world_to_index(target))[-2:]
-        np.testing.assert_allclose(in_plane, 0, atol=1e-9)
+        np.testing.assert_allclose(image.world_to_index(centre_world),
+                                   image.world_to_index(findings[finding_id].centre_world_mm), atol=1e-9)
+        np.testing.assert_allclose(np.ptp(rectangle, axis=0)[-2:], [5, 5], atol=1e-9)
+        if ndim == 3:
+            assert np.ptp(rectangle[:, 0]) == 0  # flat: drawn on one slice
     for layer in layers.values():
         info = layer.metadata["medcad"]
         assert info["model"] == "m" and info["source_layer"] == "scan" and info["role"] == role_of(layer)

@@ -22,7 +22,8 @@ from napari_medcad.napari.findings_layers import (
     role_of,
 )
 from napari_medcad.napari.layers import image_layer_data
-from napari_medcad.napari.widgets.review import COLUMNS, ReviewWidget
+from napari_medcad.napari.findings_table import COLUMNS
+from napari_medcad.napari.widgets.review import ReviewWidget
 
 GEOMETRY_3D = Geometry((0.8, 0.9, 2.0), (-20.0, 15.0, -40.0), (0, -1, 0, 1, 0, 0, 0, 0, 1))  # rotated in-plane
 GEOMETRY_2D = Geometry((0.5, 0.6), (10.0, -5.0), (1, 0, 0, 1))
@@ -336,3 +337,87 @@ def test_export_button_writes_the_reviewed_case(case, qtbot, tmp_path):
     assert len(annotations) == 2 and len(candidates) >= 2  # finding 1 accepted; 3 a hard negative
     x, y, z = widget.session.findings[1].centre_world_mm
     assert f"{x:.1f}" in annotations[1] or f"{x:.2f}" in annotations[1]
+
+
+def test_selecting_a_point_selects_its_row_without_moving_the_view(case, qtbot):
+    widget, image, layers = case
+    points = layers[ROLE_POINTS]
+    widget.select_finding(1)
+    point_before, centre_before = tuple(widget.viewer.dims.point), tuple(widget.viewer.camera.center)
+    points.selected_data = {widget.model.rows[3]}  # what napari's select tool does on a click
+    qtbot.waitUntil(lambda: widget.current_finding() is not None and widget.current_finding().id == 3, timeout=3000)
+    assert tuple(widget.viewer.dims.point) == point_before and tuple(widget.viewer.camera.center) == centre_before
+    assert layers[ROLE_LABELS].selected_label == 3
+    # the row follows the point, and a row still moves the view and selects the point
+    widget.select_finding(2)
+    assert points.selected_data == {widget.model.rows[2]}
+    assert_view_on(widget.viewer, lps_to_napari_world(widget.session.findings[2].centre_world_mm))
+    points.selected_data = {widget.model.rows[1], widget.model.rows[3]}  # several points: no row change
+    qtbot.wait(50)
+    assert widget.current_finding().id == 2
+
+
+def test_boxes_follow_decisions_undo_and_reader_boxes(case, qtbot):
+    from napari_medcad.napari.findings_layers import ROLE_BOXES
+    from napari_medcad.napari.review_sync import BOX_COLORS
+    from napari_medcad.core.findings import Status
+
+    widget, image, layers = case
+    boxes = layers[ROLE_BOXES]
+    assert list(boxes.features["id"]) == [1, 2, 3] and len(boxes.data) == 3
+    for finding_id, centre in zip((1, 2, 3), CENTRES):
+        assert np.ptp(boxes.data[finding_id - 1][:, 0]) == 0 and boxes.data[finding_id - 1][0, 0] == centre[0]
+    widget.select_finding(1)
+    widget.accept_current()
+    widget.select_finding(3)
+    widget.reject_current()
+    np.testing.assert_allclose(boxes.edge_color, [BOX_COLORS[Status.ACCEPTED], BOX_COLORS[Status.PENDING],
+                                                  BOX_COLORS[Status.REJECTED]])
+    widget.undo()
+    np.testing.assert_allclose(boxes.edge_color[2], BOX_COLORS[Status.PENDING])
+    # the boxes shown are the session's: a point added by the reader gets a box too
+    layers[ROLE_POINTS].add(np.array([5.0, 20.0, 20.0]))
+    qtbot.waitUntil(lambda: len(widget.session.findings) == 4, timeout=3000)
+    assert list(boxes.features["id"]) == [1, 2, 3, 4] and boxes.data[3][0, 0] == 5.0
+    # a box the reader draws is an added finding at its centre, the mean side as diameter
+    boxes.add(np.array([[9.0, 30.0, 4.0], [9.0, 30.0, 10.0], [9.0, 36.0, 10.0], [9.0, 36.0, 4.0]]),
+              shape_type="rectangle")
+    qtbot.waitUntil(lambda: len(widget.session.findings) == 5, timeout=3000)
+    drawn = widget.session.findings[5]
+    assert (drawn.status.value, drawn.source) == ("added", "reader")
+    np.testing.assert_allclose(drawn.centre_world_mm, image.index_to_world([9.0, 33.0, 7.0]), atol=1e-6)
+    assert drawn.diameter_mm == pytest.approx(np.mean([6 * 0.9, 6 * 0.8]))  # rows 0.9 mm, columns 0.8 mm
+    assert len(layers[ROLE_POINTS].data) == 5 and len(boxes.data) == 5
+    assert widget.current_finding().id == 5
+
+
+def test_undo_of_mask_edits_restores_the_voxels(case, qtbot):
+    widget, image, layers = case
+    labels = layers[ROLE_LABELS]
+    original = labels.data.copy()
+    # erase finding 3's mask in two strokes: the first changes nothing, the second rejects
+    where = np.argwhere(labels.data == 3)
+    labels.data_setitem(tuple(where[:40].T), 0)
+    qtbot.wait(50)
+    assert widget.session.findings[3].status.value == "pending"
+    labels.data_setitem(tuple(where[40:].T), 0)
+    qtbot.waitUntil(lambda: widget.session.findings[3].status.value == "rejected", timeout=3000)
+    assert not np.any(labels.data == 3)
+    widget.undo()  # the whole mask is back, and the finding pending
+    assert widget.session.findings[3].status.value == "pending"
+    np.testing.assert_array_equal(labels.data, original)
+    widget.redo()
+    assert widget.session.findings[3].status.value == "rejected" and not np.any(labels.data == 3)
+    widget.undo()
+    np.testing.assert_array_equal(labels.data, original)
+    # painting a new component over part of finding 1's mask: undo takes the paint away and gives
+    # finding 1 its voxels back; redo paints it again
+    labels.data_setitem(tuple(np.mgrid[1:4, 8:11, 10:16].reshape(3, -1)), 9)
+    qtbot.waitUntil(lambda: len(widget.session.findings) == 4, timeout=3000)
+    painted = labels.data.copy()
+    widget.undo()
+    assert len(widget.session.findings) == 3
+    np.testing.assert_array_equal(labels.data, original)
+    widget.redo()
+    assert widget.session.findings[4].mask_value == 9
+    np.testing.assert_array_equal(labels.data, painted)

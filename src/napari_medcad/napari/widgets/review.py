@@ -1,23 +1,19 @@
 """Review dock widget: go through a findings layer with the keyboard, every decision saved at once.
 
 Thin by design: ``core.review.ReviewSession`` holds the state (undo/redo, atomic autosave tied
-to the image's content signature) and ``napari.findings_layers`` turns it into layer contents
-and the reader's layer edits back into session actions.  This module keeps three things in
-step: the session, a table (a Qt model over the session's own list, so 5,000 rows stay fast)
-and the Points / Labels layers.
+to the image's content signature) and ``napari.review_sync.ReviewLayers`` keeps the Points,
+boxes and Labels layers in step with it both ways; ``napari.findings_table`` is the table's model.
+This module is the controls, the keyboard, and the view following the current row.
 
 Deleted model points become *rejected* and stay drawn as hollow red rings (hard negatives for
-retraining); deleting a reader's own point removes it.  Layer edits are handled after napari
-has finished its own event (a zero-delay timer), and a guard flag keeps the layer updates the
-session causes from being read back as edits.
+retraining); deleting a reader's own point removes it.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
-from qtpy.QtCore import QAbstractTableModel, QItemSelectionModel, QModelIndex, QSortFilterProxyModel, Qt, QTimer
+from qtpy.QtCore import QItemSelectionModel, Qt
 from qtpy.QtGui import QKeySequence
 from qtpy.QtWidgets import (
     QAbstractItemView,
@@ -42,121 +38,21 @@ from ...core.errors import MedcadError
 from ...core.findings import Finding, Status
 from ...core.image import lps_to_napari_world
 from ...core.review import ReviewSession, default_review_path
-from ..findings_layers import (
-    ROLE_LABELS,
-    ROLE_POINTS,
-    base_findings,
-    findings_layers_of,
-    label_value_of,
-    labels_paint_changes,
-    points_edits,
-    role_of,
-    show_finding_in_points,
-    show_findings_in_points,
-)
+from ..findings_layers import ROLE_BOXES, ROLE_LABELS, ROLE_POINTS, base_findings, findings_layers_of, role_of
+from ..findings_table import ALL_STATUSES, FindingsFilter, FindingsTableModel
 from ..jobs import JobRunner, notify_error
 from ..layers import META_KEY, image_from_layer
+from ..review_sync import IN_PLACE, ReviewLayers
 
 try:  # the export engineer's core function; without it there is no Export button
     from ...core.export import export_case
 except ImportError:  # pragma: no cover - depends on the installed version
     export_case = None
 
-SORT_ROLE = Qt.ItemDataRole.UserRole
-COLUMNS = ("id", "class", "probability", "x mm", "y mm", "z mm", "diameter mm", "status", "note")
-ALL_STATUSES = "all"
-#: session actions that change only what a finding is called or decided, not where it is
-_IN_PLACE = {"accept", "reject", "status", "label", "note"}
 SHORTCUTS = {
     "accept": ("A",), "reject": ("R",), "next": ("N",), "previous": ("P",),
     "undo": ("Ctrl+Z",), "redo": ("Ctrl+Shift+Z", "Ctrl+Y"),
 }
-
-
-class FindingsTableModel(QAbstractTableModel):
-    """The session's findings list itself (no copy): a decision is one ``dataChanged``."""
-
-    def __init__(self):
-        super().__init__()
-        self.items: list[Finding] = []
-        self.rows: dict[int, int] = {}
-
-    def set_items(self, items: list[Finding]) -> None:
-        self.beginResetModel()
-        self.items = items
-        self.rows = {f.id: row for row, f in enumerate(items)}
-        self.endResetModel()
-
-    def finding_changed(self, finding_id: int) -> None:
-        row = self.rows.get(finding_id)
-        if row is not None:
-            self.dataChanged.emit(self.index(row, 0), self.index(row, len(COLUMNS) - 1))
-
-    def rowCount(self, parent=QModelIndex()):
-        return 0 if parent.isValid() else len(self.items)
-
-    def columnCount(self, parent=QModelIndex()):
-        return 0 if parent.isValid() else len(COLUMNS)
-
-    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return COLUMNS[section]
-        return None
-
-    def value(self, finding: Finding, column: int):
-        name = COLUMNS[column]
-        if name == "id":
-            return finding.id
-        if name == "class":
-            return finding.label
-        if name == "probability":
-            return finding.probability
-        if name.endswith(" mm") and name[0] in "xyz":
-            axis = "xyz".index(name[0])
-            return finding.centre_world_mm[axis] if axis < len(finding.centre_world_mm) else math.nan
-        if name == "diameter mm":
-            return finding.diameter_mm
-        if name == "status":
-            return finding.status.value
-        return finding.note
-
-    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
-        if not index.isValid():
-            return None
-        finding = self.items[index.row()]
-        if role == SORT_ROLE:
-            return self.value(finding, index.column())
-        if role == Qt.ItemDataRole.DisplayRole:
-            value = self.value(finding, index.column())
-            if isinstance(value, float):
-                if math.isnan(value):
-                    return ""
-                return f"{value:.3f}" if COLUMNS[index.column()] == "probability" else f"{value:.1f}"
-            return str(value)
-        if role == Qt.ItemDataRole.TextAlignmentRole and COLUMNS[index.column()] not in ("class", "status", "note"):
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        return None
-
-
-class FindingsFilter(QSortFilterProxyModel):
-    """Sorts on raw values and hides findings below a probability or of another status."""
-
-    def __init__(self):
-        super().__init__()
-        self.min_probability = 0.0
-        self.status = ALL_STATUSES
-        self.setSortRole(SORT_ROLE)
-        self.setDynamicSortFilter(True)
-
-    def set_filter(self, min_probability: float, status: str) -> None:
-        self.min_probability, self.status = float(min_probability), status
-        self.invalidateFilter()
-
-    def filterAcceptsRow(self, source_row, source_parent):
-        finding = self.sourceModel().items[source_row]
-        if finding.probability < self.min_probability:
-            return False
-        return self.status == ALL_STATUSES or finding.status.value == self.status
 
 
 class ReviewWidget(QWidget):
@@ -169,10 +65,8 @@ class ReviewWidget(QWidget):
         self.points_layer = None
         self.labels_layer = None
         self.image_layer = None
-        self._syncing = False  # True while the widget itself changes the layers
-        self._batch = False  # True while a layer edit is turned into several session actions
-        self._pending_points_sync = False
-        self._pending_atoms: list = []
+        self.layers: ReviewLayers | None = None
+        self._follow_view = True  # False while a point clicked on the canvas picks the row
 
         self.findings_combo = QComboBox()
         self.findings_combo.activated.connect(lambda index: self.start_review())
@@ -320,13 +214,15 @@ class ReviewWidget(QWidget):
     def _begin(self, session: ReviewSession, points_layer, image_layer) -> ReviewSession:
         self._disconnect_layers()
         self.session, self.points_layer, self.image_layer = session, points_layer, image_layer
-        labels = [lay for lay in findings_layers_of(self.viewer.layers, image_layer.name) if role_of(lay) == ROLE_LABELS]
+        made = findings_layers_of(self.viewer.layers, image_layer.name)
+        labels = [layer for layer in made if role_of(layer) == ROLE_LABELS]
+        boxes = [layer for layer in made if role_of(layer) == ROLE_BOXES]
         self.labels_layer = labels[-1] if labels else None
+        self.layers = ReviewLayers(
+            session, points_layer, self.labels_layer, boxes[-1] if boxes else None, on_edited=self._after_edit,
+            on_point_selected=self._on_point_selected, new_label=lambda: self.class_combo.currentText() or "nodule")
         session.listeners.append(self._on_action)
-        points_layer.events.data.connect(self._on_points_data)
-        if self.labels_layer is not None:
-            self.labels_layer.events.paint.connect(self._on_paint)
-        self._refresh_all()
+        self._refresh_table()
         resumed = len(session.history)
         self.status_label.setText(
             f"{len(session.findings)} findings on '{image_layer.name}'"
@@ -338,10 +234,9 @@ class ReviewWidget(QWidget):
     def _disconnect_layers(self) -> None:
         if self.session is not None and self._on_action in self.session.listeners:
             self.session.listeners.remove(self._on_action)
-        if self.points_layer is not None:
-            self.points_layer.events.data.disconnect(self._on_points_data)
-        if self.labels_layer is not None:
-            self.labels_layer.events.paint.disconnect(self._on_paint)
+        if self.layers is not None:
+            self.layers.disconnect()
+            self.layers = None
 
     def _stop_review(self, message: str) -> None:
         self._disconnect_layers()
@@ -390,9 +285,19 @@ class ReviewWidget(QWidget):
 
     def _on_current_row(self, current, previous=None) -> None:
         finding = self.current_finding()
-        if finding is not None:
+        if finding is not None and self._follow_view:
             self.go_to(finding)
+        elif finding is not None and self.layers is not None:
+            self.layers.highlight(finding)
         self._update_controls()
+
+    def _on_point_selected(self, finding_id: int) -> None:
+        """A point picked on the canvas selects its row; the view stays where the reader is."""
+        self._follow_view = False
+        try:
+            self.select_finding(finding_id)
+        finally:
+            self._follow_view = True
 
     def go_to(self, finding: Finding) -> None:
         """Move the slice to the finding, centre the camera on it and highlight it in the layers."""
@@ -406,17 +311,9 @@ class ReviewWidget(QWidget):
             if any(abs(point[axis] - dims.point[axis]) > dims.range[axis].step / 2 for axis in dims.not_displayed):
                 dims.point = tuple(point)
             displayed = [axis - offset for axis in dims.displayed if axis >= offset]
-            self.viewer.camera.center = tuple(float(world[axis]) for axis in displayed)
-        self._syncing = True
-        try:
-            row = self.model.rows.get(finding.id)
-            if self.points_layer is not None and row is not None and row < len(self.points_layer.data):
-                self.points_layer.selected_data = {row}
-            value = label_value_of(finding)
-            if self.labels_layer is not None and value is not None:
-                self.labels_layer.selected_label = value
-        finally:
-            self._syncing = False
+            _camera(self.viewer).center = tuple(float(world[axis]) for axis in displayed)
+        if self.layers is not None:
+            self.layers.highlight(finding)
 
     def _update_controls(self) -> None:
         finding = self.current_finding()
@@ -508,113 +405,30 @@ class ReviewWidget(QWidget):
             notify_error(err)
             return None
 
-    # session -> table and layers --------------------------------------------------------------
+    # session -> table (ReviewLayers follows it for the layers) -------------------------------------
     def _on_action(self, action) -> None:
-        if self._batch or self.session is None:
+        if self.session is None or (self.layers is not None and self.layers.batch):
             return
-        kind = action.kind.removeprefix("undo ")
-        if kind in _IN_PLACE and action.before is not None and action.after is not None:
-            finding = self.session.findings[action.finding_id]
-            self.model.finding_changed(finding.id)
-            row = self.model.rows.get(finding.id)
-            if self.points_layer is not None and row is not None and row < len(self.points_layer.data):
-                self._syncing = True
-                try:
-                    show_finding_in_points(self.points_layer, row, finding)
-                finally:
-                    self._syncing = False
+        if action.kind.removeprefix("undo ") in IN_PLACE and action.before is not None and action.after is not None:
+            fields = [key for key in ("label", "status", "note") if action.before.get(key) != action.after.get(key)]
+            self.model.finding_changed(action.finding_id, fields)
         else:
-            self._refresh_all()
+            self._refresh_table()
         self._update_controls()
 
-    def _refresh_all(self) -> None:
-        """Table and Points layer rebuilt from the session (after adds, removals, moves, undo)."""
+    def _refresh_table(self) -> None:
+        """The table rebuilt from the session (after adds, removals, moves, undo of those)."""
         current = self.current_finding()
         self.model.set_items(self.session.findings.items if self.session else [])
-        if self.session is not None and self.points_layer is not None:
-            self._syncing = True
-            try:
-                show_findings_in_points(self.points_layer, self.session.findings.items)
-            finally:
-                self._syncing = False
         if current is not None:
             self.select_finding(current.id)
         self._update_controls()
 
-    # layers -> session ------------------------------------------------------------------------
-    def _on_points_data(self, event) -> None:
-        if self._syncing or str(getattr(event, "action", "")) not in ("added", "removed", "changed"):
-            return
-        if not self._pending_points_sync:  # after napari has finished the edit (selection, refresh)
-            self._pending_points_sync = True
-            QTimer.singleShot(0, self.sync_from_points)
-
-    def sync_from_points(self) -> None:
-        """Turn the reader's moves, deletions and additions in the Points layer into actions."""
-        self._pending_points_sync = False
-        if self.session is None or self.points_layer is None:
-            return
-        moved, added, deleted = points_edits(self.points_layer, self.session.findings.items)
-        if not (moved or added or deleted):
-            return
-        label = self.class_combo.currentText() or "nodule"
-        last = None
-        self._batch = True
-        try:
-            for finding_id, centre in moved:
-                self.session.move(finding_id, centre)
-                last = finding_id
-            for finding_id in deleted:
-                if self.session.findings[finding_id].status != Status.REJECTED:
-                    self.session.remove(finding_id)
-            for centre, diameter in added:
-                last = self.session.add(centre, diameter, label=label).id
-        except MedcadError as err:
-            notify_error(err)
-        finally:
-            self._batch = False
-            self._refresh_all()
-        if last is not None:
-            self.select_finding(last)
-
-    def _on_paint(self, event) -> None:
-        if self._syncing or self.session is None:
-            return
-        # napari emits `paint` before data_setitem writes the voxels: read them once it has
-        if not self._pending_atoms:
-            QTimer.singleShot(0, self.sync_from_labels)
-        self._pending_atoms.extend(event.value)
-
-    def sync_from_labels(self) -> None:
-        """Paint strokes: a new label value is an added finding, a mask erased to nothing rejects."""
-        atoms, self._pending_atoms = self._pending_atoms, []
-        if self.session is None or self.labels_layer is None or not atoms:
-            return
-        by_value = {label_value_of(f): f for f in self.session.findings}
-        by_value.pop(None, None)
-        try:
-            new_components, erased = labels_paint_changes(self.labels_layer, atoms, by_value)
-        except (TypeError, ValueError, IndexError) as err:  # an unknown kind of paint record
-            notify_error(err)
-            return
-        if not (new_components or erased):
-            return
-        label = self.class_combo.currentText() or "nodule"
-        last = None
-        self._batch = True
-        try:
-            for value, centre, volume, diameter in new_components:
-                last = self.session.add(centre, diameter, label=label, mask_value=value, volume_mm3=volume).id
-            for value in erased:
-                if by_value[value].status != Status.REJECTED:
-                    self.session.remove(by_value[value].id)
-        except MedcadError as err:
-            notify_error(err)
-        finally:
-            self._batch = False
-            self._refresh_all()
-        if last is not None:
-            self.select_finding(last)
+    def _after_edit(self, finding_id: int | None) -> None:
+        """The reader's layer edit became session actions: table rebuilt, the new one current."""
+        self._refresh_table()
+        if finding_id is not None:
+            self.select_finding(finding_id)
 
     # export -------------------------------------------------------------------------------------
     def export(self, out_dir=None):
@@ -642,3 +456,9 @@ class ReviewWidget(QWidget):
         from napari.utils.notifications import show_info
 
         show_info(text)
+
+
+def _camera(viewer):
+    """``viewer.scene.camera`` from napari 0.9 on (``viewer.camera`` warns there), else ``viewer.camera``."""
+    scene = getattr(viewer, "scene", None)
+    return getattr(scene, "camera", None) or viewer.camera
