@@ -142,3 +142,65 @@ def test_other_errors_are_not_swallowed(monkeypatch):
     monkeypatch.setattr(engine, "_sliding_window", broken)
     with pytest.raises(RuntimeError, match="shape mismatch"):
         infer_probabilities(Pointwise(), np.zeros((16, 16, 16), np.float32), TileSettings((16, 16, 16)))
+
+
+def two_lungs(shape=(40, 96, 160)):
+    """Two separate blobs, far apart in x, like the lungs on either side of the mediastinum."""
+    mask = np.zeros(shape, bool)
+    mask[4:36, 20:76, 10:50] = True
+    mask[4:36, 20:76, 110:150] = True
+    return mask
+
+
+def test_plan_regions_splits_where_it_saves_windows():
+    mask = two_lungs()
+    settings = TileSettings((16, 48, 48), 0.25, 2, mask_margin_zyx=(2, 4, 4))
+    plan = engine.plan_regions(mask, settings)
+    assert len(plan) >= 2
+    owned = np.zeros(mask.shape, int)
+    for core, region in plan:
+        owned[core] += 1
+        for c, r, n in zip(core, region, mask.shape):  # the region holds its core and stays in the image
+            assert 0 <= r.start <= c.start and c.stop <= r.stop <= n
+    assert owned.max() == 1 and np.all(owned[mask] == 1)  # disjoint cores holding every mask voxel
+    planned = sum(count_windows([s.stop - s.start for s in region], settings.roi_size_zyx, 0.25) for _, region in plan)
+    one_box = engine.mask_bounding_box(mask, settings.margin)
+    assert planned < count_windows([s.stop - s.start for s in one_box], settings.roi_size_zyx, 0.25)
+    assert engine.plan_regions(np.zeros((8, 8, 8), bool), settings) == []
+
+
+def test_masked_output_is_the_blend_of_the_windows_that_ran():
+    """Skipped windows must not pull their neighbours' output towards 0, and regions must blend
+    like one sliding window: with a pointwise network every voxel a window ran on is exact."""
+    mask = two_lungs()
+    volume = np.random.default_rng(3).random(mask.shape, dtype=np.float32)
+    network = Pointwise()
+    settings = TileSettings((16, 48, 48), 0.25, 2, mask_margin_zyx=(2, 4, 4))
+    probabilities, summary = infer_probabilities(network, volume, settings, mask=mask)
+    calls = network.calls
+    expected = reference(network, volume)
+    searched = probabilities[0] > 0  # sigmoid(2v - 1) > 0 everywhere a window ran
+    assert np.all(searched[mask])
+    np.testing.assert_allclose(probabilities[0][searched], expected[0][searched], atol=1e-5)
+    assert not searched[:, :, 60:100].any()  # the gap between the blobs is never searched
+    assert summary.regions >= 2 and summary.windows_run < summary.windows_plain
+    assert summary.windows_run + summary.windows_skipped == summary.windows_total
+    assert calls == summary.windows_run
+
+
+def test_a_skipped_window_does_not_dilute_its_neighbours():
+    """A ring (2-D): the centre window holds no mask and is skipped; where it overlaps the
+    windows that ran the output is still exact, and only what it alone covered is 0."""
+    mask = np.zeros((80, 80), bool)
+    mask[4:76, 4:76] = True
+    mask[22:58, 22:58] = False
+    volume = np.random.default_rng(4).random(mask.shape, dtype=np.float32)
+    network = Pointwise(dims=2)
+    settings = TileSettings((32, 32), 0.25, 4, mask_margin_zyx=(80, 80))  # one box: nothing to split
+    probabilities, summary = infer_probabilities(network, volume, settings, mask=mask)
+    assert (summary.regions, summary.windows_run, summary.windows_skipped) == (1, 8, 1)
+    expected = reference(network, volume)[0]
+    ran = np.zeros(mask.shape, bool)
+    ran[:, :32] = ran[:, 48:] = ran[:32, :] = ran[48:, :] = True  # the centre window is [24, 56)
+    np.testing.assert_allclose(probabilities[0][ran], expected[ran], atol=1e-5)
+    assert np.all(probabilities[0][~ran] == 0)
