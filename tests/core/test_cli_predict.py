@@ -71,7 +71,7 @@ def same_geometry(a: "sitk.Image", b: "sitk.Image") -> None:
 def test_predict_phantom_dicom_and_a_bad_case(tmp_path, run_cli, model, phantom):
     dicom = tmp_path / "series one"
     source = blob_volume()
-    write_series(source, dicom)
+    write_series(source, dicom, description="DOE^JANE chest 1950-01-01")
     bad = tmp_path / "broken.nii.gz"
     bad.write_bytes(b"this is not an image")
     out = tmp_path / "out"
@@ -98,6 +98,13 @@ def test_predict_phantom_dicom_and_a_bad_case(tmp_path, run_cli, model, phantom)
         assert report["device"] == "cpu" and report["timings_s"]["total_s"] > 0
         assert report["preprocessing"]["steps"][0]["op"] == "window" and "torch" in report["versions"]
         assert not list(folder.glob(".*partial*"))  # atomic writes leave no temporary files
+        assert report["image"]["name"] == case  # never the series description
+        assert "DOE" not in (folder / "report.json").read_text()
+
+    progress = [line for line in result.stderr.splitlines() if line.startswith("series_one: ")]
+    assert 2 <= len(progress) <= 11, progress  # one line per 10 %, not one per step or slice
+    assert progress[0].startswith("series_one:   0% ") and progress[-1].startswith("series_one: 100% ")
+    assert not any(line.endswith("% done") for line in progress)
 
     _, rows = read_rows(out / "series_one" / "findings.csv")
     found = sorted(tuple(float(row[k]) for k in ("coordX", "coordY", "coordZ")) for row in rows)

@@ -60,18 +60,20 @@ def unique_case_names(inputs: list[str]) -> list[str]:
 
 
 class _StderrProgress:
-    """Progress lines on stderr: one per new stage or 10 % step, so logs stay short."""
+    """Progress lines on stderr: one per 10 % of a case, saying what is being done then.
+
+    The core reports every unit of work (each slice of a mask, each window); a log needs a
+    line now and then, not one per unit or per pipeline step."""
 
     def __init__(self, case: str, quiet: bool):
-        self.case, self.quiet, self.last = case, quiet, (None, -1)
+        self.case, self.quiet, self.last_decile = case, quiet, -1
 
     def __call__(self, item) -> None:
-        if self.quiet:
+        if self.quiet or item.message == "done":  # a pipeline's own "done" says nothing here
             return
         decile = int(item.fraction * 10)
-        stage = item.message.split(" (")[0]
-        if (stage, decile) != self.last and (stage != self.last[0] or decile > self.last[1]):
-            self.last = (stage, decile)
+        if decile > self.last_decile:
+            self.last_decile = decile
             print(f"{self.case}: {item.fraction * 100:3.0f}% {item.message}", file=sys.stderr, flush=True)
 
 
@@ -93,6 +95,9 @@ def predict_case(image, card, case: str, out_dir: Path, device: str, progress=No
     elif labels_path.exists():  # from an earlier run with another model: would not match these findings
         labels_path.unlink()
     report = {"case": case, **result.report, "files": written}
+    # the image's own name may be a DICOM series description (free text that can name the
+    # patient): the report names the case by its sanitised file name only
+    report["image"] = {**report.get("image", {}), "name": case}
     write_text(folder / "report.json", json.dumps(report, indent=2, default=str) + "\n")
     return report
 
