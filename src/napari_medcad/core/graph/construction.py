@@ -3,8 +3,10 @@
 Distances are measured between ``centre_world_mm`` (LPS mm), never between voxel indices, so a
 CT with 5 mm slices and 0.7 mm pixels gives the same graph as the same patient on an isotropic
 grid.  Edges go both ways (a message passes from every neighbour), and carry the attributes the
-GNN reads: the distance (scaled), a closeness weight, and how well the edge follows the target
-candidate's long axis (candidates strung along a vessel line up with the vessel).
+GNN reads: the distance (scaled), a closeness weight, how well the edge follows the target
+candidate's long axis (candidates strung along a vessel line up with the vessel), and how much
+of the straight path between the two runs through dense tissue (an edge along the vessel tree:
+consecutive cross-sections of one vessel are joined by vessel, an isolated nodule by air).
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .features import CandidateFeatures
+from ..image import MedicalImage
+from .features import DENSE_HU, CandidateFeatures
 
-EDGE_FEATURE_NAMES = ("distance_20mm", "closeness", "axis_alignment")
+EDGE_FEATURE_NAMES = ("distance_20mm", "closeness", "axis_alignment", "dense_path_fraction")
+#: spacing of the samples along an edge's path
+PATH_STEP_MM = 1.0
 
 
 @dataclass
@@ -66,19 +71,44 @@ def knn_edges(positions_mm: np.ndarray, k: int, max_distance_mm: float | None = 
     return np.array(sorted(pairs), np.int64).T
 
 
-def edge_attributes(positions_mm: np.ndarray, axes_world: np.ndarray, edge_index: np.ndarray) -> np.ndarray:
+def dense_path_fraction(image: MedicalImage, start_mm: np.ndarray, stop_mm: np.ndarray) -> float:
+    """Share of the straight path from ``start_mm`` to ``stop_mm`` (world) lying in tissue above
+    DENSE_HU (nearest voxel; samples outside the image count as not dense)."""
+    length = float(np.linalg.norm(stop_mm - start_mm))
+    count = max(2, int(np.ceil(length / PATH_STEP_MM)) + 1)
+    points = start_mm[None] + np.linspace(0.0, 1.0, count)[:, None] * (stop_mm - start_mm)[None]
+    voxels = np.round(image.world_to_index(points)).astype(int).reshape(-1, 3)
+    inside = np.all((voxels >= 0) & (voxels < np.asarray(image.spatial_shape)), axis=1)
+    values = np.full(len(voxels), -np.inf)
+    values[inside] = np.asarray(image.array)[tuple(voxels[inside].T)]
+    return float(np.mean(values > DENSE_HU))
+
+
+def edge_attributes(positions_mm: np.ndarray, axes_world: np.ndarray, edge_index: np.ndarray,
+                    image: MedicalImage | None = None) -> np.ndarray:
+    """One row of EDGE_FEATURE_NAMES per edge; without an image the path term is 0."""
     source, target = edge_index
     offsets = positions_mm[source] - positions_mm[target]
     distance = np.linalg.norm(offsets, axis=1)
     unit = offsets / np.maximum(distance, 1e-9)[:, None]
     alignment = np.abs(np.sum(unit * axes_world[target], axis=1))
-    return np.column_stack([distance / 20.0, np.exp(-distance / 10.0), alignment]).astype(np.float32)
+    dense = np.zeros(len(distance))
+    if image is not None:
+        fractions: dict[tuple[int, int], float] = {}
+        for index, (a, b) in enumerate(zip(source, target)):
+            key = (min(a, b), max(a, b))  # the same path both ways
+            if key not in fractions:
+                fractions[key] = dense_path_fraction(image, positions_mm[key[0]], positions_mm[key[1]])
+            dense[index] = fractions[key]
+    return np.column_stack([distance / 20.0, np.exp(-distance / 10.0), alignment, dense]).astype(np.float32)
 
 
-def build_graph(features: CandidateFeatures, k: int = 4, max_distance_mm: float | None = None) -> CandidateGraph:
-    """The k-nearest-neighbour graph of the candidates described by ``features``."""
+def build_graph(features: CandidateFeatures, k: int = 4, max_distance_mm: float | None = None,
+                image: MedicalImage | None = None) -> CandidateGraph:
+    """The k-nearest-neighbour graph of the candidates described by ``features``; ``image`` (HU)
+    gives the edges' dense-path term."""
     edges = knn_edges(features.positions_mm, k, max_distance_mm)
-    attributes = (edge_attributes(features.positions_mm, features.axes_world, edges) if edges.shape[1]
+    attributes = (edge_attributes(features.positions_mm, features.axes_world, edges, image) if edges.shape[1]
                   else np.zeros((0, len(EDGE_FEATURE_NAMES)), np.float32))
     return CandidateGraph(ids=np.asarray(features.ids, int), positions_mm=np.asarray(features.positions_mm, float),
                           features=np.asarray(features.values, np.float32), feature_names=tuple(features.names),

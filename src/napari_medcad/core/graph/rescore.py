@@ -34,13 +34,17 @@ def gnn_card(model: str | ModelCard = DEFAULT_MODEL) -> ModelCard:
     if names is not None and tuple(names) != FEATURE_NAMES:
         raise MedcadError(f"model '{card.name}' was trained on other candidate features; retrain it "
                           "(python -m napari_medcad.core.training.gnn)")
+    edges = card.inference.get("edge_features")
+    if edges is not None and tuple(edges) != EDGE_FEATURE_NAMES:
+        raise MedcadError(f"model '{card.name}' was trained on other edge attributes; retrain it "
+                          "(python -m napari_medcad.core.training.gnn)")
     return card
 
 
 def candidate_graph(findings: Findings, image: MedicalImage, probability: MedicalImage, lung_mask: MedicalImage,
                     labels: MedicalImage | None = None, k: int = 4) -> CandidateGraph:
     """Features of every finding and their k-nearest-neighbour graph in world mm."""
-    graph = build_graph(candidate_features(findings, image, probability, lung_mask, labels), k=k)
+    graph = build_graph(candidate_features(findings, image, probability, lung_mask, labels), k=k, image=image)
     graph.scores["cnn"] = np.array([f.scores.get("cnn", f.probability) for f in findings], float)
     return graph
 

@@ -1,8 +1,11 @@
-"""The candidate-graph rescorer: a small graph attention network (torch_geometric ``GATConv``).
+"""The candidate-graph rescorer: a small graph attention network (torch_geometric ``TransformerConv``,
+multi-head attention over each node's neighbours; unlike ``GATConv``, whose edge attributes only
+weight the attention, it also puts them into the messages, so "joined to its neighbour by dense
+tissue" reaches the node, not only "how much to listen to it").
 
 Node features are standardised inside the network by buffers (``feature_mean``,
 ``feature_std``) set at training time, so they travel in the state dict with the weights.
-Each GAT layer reads the edge attributes (distance, closeness, alignment) and adds its
+Each attention layer reads the edge attributes (distance, closeness, alignment, dense path) and adds its
 output to its input (residual); the head sees the node's own encoding and its neighbourhood's,
 so an isolated candidate is judged on its own features and a chain member also by its chain.
 Output: one logit per node.
@@ -16,10 +19,10 @@ from torch import nn
 from . import register
 
 
-class CandidateGAT(nn.Module):
-    def __init__(self, in_features: int, hidden: int = 32, edge_features: int = 3, heads: int = 2,
+class CandidateGraphAttention(nn.Module):
+    def __init__(self, in_features: int, hidden: int = 32, edge_features: int = 4, heads: int = 2,
                  layers: int = 2, dropout: float = 0.1):
-        from torch_geometric.nn import GATConv
+        from torch_geometric.nn import TransformerConv
 
         super().__init__()
         if int(in_features) < 1:
@@ -28,8 +31,8 @@ class CandidateGAT(nn.Module):
         self.register_buffer("feature_std", torch.ones(int(in_features)))
         self.encoder = nn.Sequential(nn.Linear(int(in_features), hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
         self.convs = nn.ModuleList(
-            GATConv(hidden, hidden, heads=heads, concat=False, edge_dim=edge_features, dropout=dropout,
-                    add_self_loops=True, fill_value="mean")
+            TransformerConv(hidden, hidden, heads=heads, concat=False, edge_dim=edge_features, dropout=dropout,
+                            root_weight=True)
             for _ in range(int(layers))
         )
         self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(int(layers)))
@@ -48,6 +51,6 @@ class CandidateGAT(nn.Module):
         return self.head(torch.cat([own, hidden], dim=-1)).squeeze(-1)
 
 
-@register("medcad:CandidateGAT")
-def candidate_gat(**params) -> CandidateGAT:
-    return CandidateGAT(**params)
+@register("medcad:CandidateGraphAttention")
+def candidate_graph_attention(**params) -> CandidateGraphAttention:
+    return CandidateGraphAttention(**params)
