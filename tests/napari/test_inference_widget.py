@@ -58,8 +58,9 @@ def widget(make_napari_viewer, model_folder):
 def run_to_end(widget, qtbot, timeout=30000):
     worker = widget.run()
     assert worker is not None, widget.message.text()
-    qtbot.waitUntil(lambda: not widget.runner.running, timeout=timeout)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=timeout)  # run, then layers added turn by turn
     assert widget.runner.last_error is None, widget.runner.last_error
+    assert widget.run_button.isEnabled()
 
 
 def by_kind(viewer, kind):
@@ -90,6 +91,27 @@ def test_run_adds_findings_at_the_blobs(widget, qtbot):
     widget.heatmap_check.setChecked(True)
     assert heatmap[0].visible
     assert "2 findings" in widget.message.text()
+
+
+def test_layers_are_added_one_per_event_loop_turn(widget, qtbot, monkeypatch):
+    """The result's layers arrive over several event-loop turns; meanwhile the widget is busy
+    and refuses a second run."""
+    from napari_medcad.napari import findings_layers
+
+    per_call = []
+    real = inference.add_findings_layers
+    monkeypatch.setattr(inference, "add_findings_layers", lambda viewer, data: per_call.append(len(data)) or real(viewer, data))
+    turns = []
+    original_next = widget._next_step
+    monkeypatch.setattr(widget, "_next_step", lambda: turns.append(len(widget._pending)) or original_next())
+    worker = widget.run()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=30000)
+    assert worker is not None and per_call and set(per_call) == {1}  # one layer per call
+    assert len(turns) == len(per_call) + 1  # one turn per layer, then the message
+    assert len(findings_layers_of(widget.viewer.layers, "ct")) == len(per_call)
+    assert findings_layers.role_of(widget.viewer.layers.selection.active) is not None
+    widget._pending = [lambda: None]  # layers still arriving: a new run must wait
+    assert widget.busy and widget.run() is None and "already running" in widget.message.text()
 
 
 def test_cancel_adds_nothing(widget, qtbot, monkeypatch):
@@ -161,7 +183,9 @@ def test_errors_are_notifications(widget, qtbot, shown_errors, tmp_path):
     assert "no such" in str(shown_errors[-1]).lower() or "unknown model" in str(shown_errors[-1])
 
 
-def test_devices_listed_with_availability(widget):
+def test_devices_listed_with_availability(widget, qtbot):
+    qtbot.waitUntil(lambda: widget.devices_checked, timeout=60000)  # the warm-up thread asked torch
+    assert widget.warmed_up.is_set()
     items = [widget.device_combo.itemText(i) for i in range(widget.device_combo.count())]
     assert items[:2] == ["auto", "cpu"]
     available = inference.available_devices()
@@ -182,7 +206,7 @@ def test_context_menu_runs_default_model(make_napari_viewer, qtbot, monkeypatch,
     layer = viewer.add_image(data, **kwargs)
     inference.run_default_model(viewer, layer)
     widget = next(w for w in viewer.window.dock_widgets.values() if isinstance(w, InferenceWidget))
-    qtbot.waitUntil(lambda: not widget.runner.running, timeout=30000)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=30000)
     (points,) = by_kind(viewer, Points)
     assert points.metadata["medcad"]["source_layer"] == "scan" and len(points.data) == len(BLOBS)
 

@@ -247,6 +247,24 @@ def run_model(
     return ModelResult(findings=findings, labels=labels, probability=probability, report=summary)
 
 
+def warm_up() -> None:
+    """Import what ``run_model`` needs (torch, MONAI, SciPy, SimpleITK, the network builders).
+
+    A GUI calls this in a background thread when its inference panel opens: imported later,
+    inside the first run's worker, these modules hold the GIL for hundreds of milliseconds and
+    freeze the event loop mid-run.  Safe from any thread; cheap once done.
+    """
+    import SimpleITK  # noqa: F401
+    import scipy.ndimage  # noqa: F401
+    import torch  # noqa: F401
+    from monai.inferers import sliding_window_inference  # noqa: F401
+    from monai.networks import nets  # noqa: F401
+
+    from ..models import loading  # noqa: F401
+    from ..preprocess import lung_mask  # noqa: F401
+    from . import decode, engine  # noqa: F401
+
+
 def _pipeline_device(device: str) -> str:
     """Preprocessing runs where inference runs; "auto" lets each step choose."""
     return device if device in ("auto", "cpu") or device.startswith(("cuda", "mps")) else "auto"

@@ -4,16 +4,27 @@ Thin by design: ``core.inference.run.run_model`` does the work (in a napari gene
 through :class:`JobRunner`, with progress and Cancel) and ``napari.findings_layers`` turns its
 result into Points / Labels / Shapes / heatmap layers.  This module only picks the inputs,
 asks before replacing findings a reader has edited, and swaps the layers.
+
+Keeping napari's event loop free (benchmarks/bench_gui_stall.py):
+
+* torch, MONAI, SciPy and SimpleITK are imported in a background thread when the widget opens
+  (``run.warm_up``), not in the first run's worker, where their imports held the GIL for
+  hundreds of milliseconds; the device list is filled in when that thread is done;
+* the layers' data (masks made compact, boxes, features) is made in the worker too;
+* the old layers are removed and the new ones added one per event-loop turn, so the loop
+  never waits for all of them at once.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from napari.layers import Image, Layer
 from napari.viewer import Viewer
+from qtpy.QtCore import QObject, QTimer, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -55,13 +66,41 @@ class _UserError:
     error: MedcadError
 
 
-def _run_job(image, card, device: str, progress=None):
+def _run_job(image, card, device: str, source_name: str = "", show_heatmap: bool = False,
+             warmed_up: threading.Event | None = None, progress=None):
+    """In the worker: the model's result and its layers' data (LayerDataTuples), or an error."""
+    if warmed_up is not None:  # importing MONAI in two threads at once is not safe
+        warmed_up.wait()
     try:
-        return run_model(image, card, device=device, progress=progress)
+        result = run_model(image, card, device=device, progress=progress)
     except MedcadError as err:
         return _UserError(err)
     except Cancelled:
         return None
+    return result, result_layer_data(result, image, source_name or image.name, show_heatmap=show_heatmap)
+
+
+class _Background(QObject):
+    """Carries the warm-up thread's answer to the GUI thread."""
+
+    devices_known = Signal(object)
+
+
+def _warm_up(signals: _Background, done: threading.Event) -> None:
+    """Background thread: import what a run needs, then find the devices (needs torch)."""
+    try:
+        from ...core.inference.run import warm_up
+
+        warm_up()
+        available = available_devices()
+    except Exception:  # noqa: BLE001 - torch or MONAI missing or broken: Run will say why
+        available = {name: name in ("auto", "cpu") for name in DEVICES}
+    finally:
+        done.set()
+    try:
+        signals.devices_known.emit(available)
+    except RuntimeError:  # the widget was closed meanwhile
+        pass
 
 
 def available_devices() -> dict[str, bool]:
@@ -93,6 +132,11 @@ class InferenceWidget(QWidget):
         self.message.setWordWrap(True)
         self._cards: dict[str, ModelCard] = {}
         self._last_model_index = 0
+        self._pending: list[Callable[[], None]] = []  # layer changes still to make, one per turn
+        self.devices_checked = False
+        self.warmed_up = threading.Event()
+        self._background = _Background(self)
+        self._background.devices_known.connect(self._set_devices)
 
         form = QFormLayout()
         form.addRow("image", self.image_combo)
@@ -108,6 +152,8 @@ class InferenceWidget(QWidget):
         layout.addStretch(1)
 
         self._fill_devices()
+        threading.Thread(target=_warm_up, args=(self._background, self.warmed_up), name="medcad-warm-up",
+                         daemon=True).start()
         self.refresh_models()
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.connect(self._refresh_layers)
@@ -115,15 +161,20 @@ class InferenceWidget(QWidget):
 
     # choices --------------------------------------------------------------------------------
     def _fill_devices(self) -> None:
-        try:
-            available = available_devices()
-        except ImportError:  # torch missing: nothing can run, say so on Run
-            available = {name: name in ("auto", "cpu") for name in DEVICES}
+        """auto and cpu at once; cuda and mps once the warm-up thread has asked torch."""
         model = self.device_combo.model()
         for name in DEVICES:
-            self.device_combo.addItem(name if available[name] else f"{name} (not available)", name)
-            if not available[name]:
-                model.item(self.device_combo.count() - 1).setEnabled(False)
+            checked = name in ("auto", "cpu")
+            self.device_combo.addItem(name if checked else f"{name} (checking...)", name)
+            model.item(self.device_combo.count() - 1).setEnabled(checked)
+
+    def _set_devices(self, available: dict) -> None:
+        model = self.device_combo.model()
+        for index in range(self.device_combo.count()):
+            name = self.device_combo.itemData(index)
+            self.device_combo.setItemText(index, name if available.get(name) else f"{name} (not available)")
+            model.item(index).setEnabled(bool(available.get(name)))
+        self.devices_checked = True
 
     def refresh_models(self) -> None:
         """The registered models (built-in, then the user's folder), plus Browse..."""
@@ -211,13 +262,18 @@ class InferenceWidget(QWidget):
     def device(self) -> str:
         return self.device_combo.currentData() or "auto"
 
+    @property
+    def busy(self) -> bool:
+        """A model is running, or its layers are still being added."""
+        return self.runner.running or bool(self._pending)
+
     # running --------------------------------------------------------------------------------
     def run(self):
         """Start the model on the chosen image; returns the worker, or None if nothing started."""
         self.message.setText("")
         layer = self.image_layer()
         try:
-            if self.runner.running:
+            if self.busy:
                 raise MedcadError("a model is already running; wait for it or cancel it")
             if layer is None:
                 raise MedcadError("choose an image layer to run the model on")
@@ -231,9 +287,9 @@ class InferenceWidget(QWidget):
             return None
         self.run_button.setEnabled(False)
         return self.runner.start(
-            _run_job, image, card, self.device,
-            on_result=lambda result: self._add_result(result, image, layer.name),
-            on_finish=lambda: self.run_button.setEnabled(True),
+            _run_job, image, card, self.device, layer.name, self.heatmap_check.isChecked(), self.warmed_up,
+            on_result=lambda result: self._add_result(result, layer.name),
+            on_finish=lambda: self.run_button.setEnabled(not self.busy),
         )
 
     def _confirm_replace(self, name: str) -> bool:
@@ -245,17 +301,46 @@ class InferenceWidget(QWidget):
         )
         return answer == QMessageBox.StandardButton.Yes
 
-    def _add_result(self, result, image, source_name: str):
-        if result is None:  # cancelled: nothing is added, nothing is removed
+    def _add_result(self, outcome, source_name: str) -> None:
+        """Swap the old findings layers for the new ones, one layer per event-loop turn."""
+        if outcome is None:  # cancelled: nothing is added, nothing is removed
             return None
-        if isinstance(result, _UserError):
-            self.runner.status.setText(str(result.error))
-            return self._fail(result.error)
-        for old in findings_layers_of(self.viewer.layers, source_name):
-            self.viewer.layers.remove(old)
-        layers = add_findings_layers(
-            self.viewer, result_layer_data(result, image, source_name, show_heatmap=self.heatmap_check.isChecked())
-        )
+        if isinstance(outcome, _UserError):
+            self.runner.status.setText(str(outcome.error))
+            return self._fail(outcome.error)
+        result, layer_data = outcome
+        added: list = []
+        steps: list[Callable[[], None]] = [
+            (lambda old=old: self.viewer.layers.remove(old) if old in self.viewer.layers else None)
+            for old in findings_layers_of(self.viewer.layers, source_name)
+        ]
+        steps += [(lambda one=one: added.extend(self._add_layer(one))) for one in layer_data]
+        steps.append(lambda: self._layers_added(result, source_name, added))
+        self._pending = steps
+        self._next_step()
+        return None
+
+    def _add_layer(self, layer_tuple) -> list:
+        data, kwargs, kind = layer_tuple
+        if (kwargs.get("metadata") or {}).get(META_KEY, {}).get("role") == ROLE_HEATMAP:
+            kwargs = {**kwargs, "visible": self.heatmap_check.isChecked()}  # as the box is now
+        return add_findings_layers(self.viewer, [(data, kwargs, kind)])
+
+    def _next_step(self) -> None:
+        if not self._pending:
+            return
+        step = self._pending.pop(0)
+        try:
+            step()
+        except Exception as err:  # noqa: BLE001 - shown, and the remaining steps dropped
+            self._pending = []
+            self.run_button.setEnabled(not self.runner.running)
+            self._fail(err)
+            return
+        if self._pending:
+            QTimer.singleShot(0, self._next_step)
+
+    def _layers_added(self, result, source_name: str, layers: list) -> None:
         seconds = result.report.get("timings_s", {}).get("total_s", 0.0)
         self.message.setText(
             f"{len(result.findings)} findings on '{source_name}' "
@@ -263,7 +348,7 @@ class InferenceWidget(QWidget):
         )
         if layers:
             self.viewer.layers.selection.active = layers[-1]
-        return layers
+        self.run_button.setEnabled(not self.runner.running)
 
     def _show_heatmap(self, checked: bool) -> None:
         layer = self.image_layer()
