@@ -90,6 +90,24 @@ def main() -> int:
         return original_add(*a, **k)
 
     widget._add_result = add_result
+    steps: list[tuple[str, float]] = []  # (what the step made or removed, ms), one per event-loop turn
+    original_add_layer = widget._add_layer
+    made = [""]
+
+    def add_layer(layer_tuple):
+        made[0] = f"add {layer_tuple[2]}"
+        return original_add_layer(layer_tuple)
+
+    widget._add_layer = add_layer
+    original_step = widget._next_step
+
+    def next_step():
+        made[0] = "remove/finish"  # unless the step adds a layer
+        started = time.perf_counter()
+        original_step()
+        steps.append((made[0], (time.perf_counter() - started) * 1000))
+
+    widget._next_step = next_step
     warm_up = time.perf_counter()
     while not (widget.warmed_up.is_set() and widget.devices_checked):  # the user picks image and model
         QApplication.processEvents()
@@ -139,6 +157,7 @@ def main() -> int:
                   f"{'met' if inference_gaps.max() <= TARGET_MS else 'NOT met'}); "
                   f"adding and drawing the result layers {adding_gaps.max() if len(adding_gaps) else 0:.0f} ms")
     if args.verbose:
+        print("  layer steps (GUI thread, ms): " + ", ".join(f"{what} {ms:.0f}" for what, ms in steps))
         for gap, phase_name, at, status in sorted(gaps, reverse=True)[:8]:
             print(f"  gap {gap:.0f} ms at {at / 1000:.2f} s ({phase_name}; status: {status})")
     print(f"command: {command}")
