@@ -90,19 +90,41 @@ def show_findings_in_points(points_layer, findings: Sequence[Finding]) -> None:
 
 
 def show_finding_in_points(points_layer, row: int, finding: Finding) -> None:
-    """One point's table row and colours; a colour array is handed to napari only if it changed
-    (each hand-over re-uploads the visible points)."""
+    """One point's table row and colours, touching only the colours that changed.
+
+    napari's colour setters validate the whole (5,000 x 4) array again before the points are
+    redrawn; the layer's colour managers hold that array, so one row is written in place and the
+    layer told (public setters when this napari has no such managers)."""
     features = points_layer.features
     for column, value in (("label", finding.label), ("status", finding.status.value), ("note", finding.note)):
         if column in features and features.at[row, column] != value:
             features.at[row, column] = value
     face, border = point_colors([finding])
-    for name, color in (("face_color", face[0]), ("border_color", border[0])):
+    for name, manager, color in (("face_color", "_face", face[0]), ("border_color", "_border", border[0])):
         colors = getattr(points_layer, name)
-        if not np.allclose(colors[row], color):
+        if np.allclose(colors[row], color):
+            continue
+        held = getattr(getattr(points_layer, manager, None), "colors", None)
+        if held is colors and colors.flags.writeable:
+            colors[row] = color
+            getattr(points_layer.events, name)()
+        else:  # pragma: no cover - another napari
             colors = np.array(colors, copy=True)
             colors[row] = color
             setattr(points_layer, name, colors)
+
+
+def select_point(points_layer, row: int) -> None:
+    """Make ``row`` the selected point.  napari's ``selected_data`` setter also copies the point's
+    colours, size and features into the layer's "current" values and their controls: with 5,000
+    points three quarters of a selection's cost.  Replacing the selection and redrawing the
+    highlight skips that (public setter when this napari lacks either)."""
+    selection = points_layer.selected_data
+    if hasattr(selection, "replace_selection") and hasattr(points_layer, "_set_highlight"):
+        selection.replace_selection({row})
+        points_layer._set_highlight()
+    else:  # pragma: no cover - another napari
+        points_layer.selected_data = {row}
 
 
 def show_findings_in_boxes(boxes_layer, findings: Sequence[Finding], geometry, shape_zyx) -> None:
@@ -115,10 +137,11 @@ def show_findings_in_boxes(boxes_layer, findings: Sequence[Finding], geometry, s
     old = boxes_layer.data
     features = boxes_layer.features
     same = (len(old) == len(rectangles) and "id" in features and list(features["id"]) == ids
-            and all(np.allclose(a, b) for a, b in zip(old, rectangles)))
-    if same:
-        for row, finding in enumerate(findings):
-            show_finding_in_boxes(boxes_layer, row, finding)
+            and (not rectangles or np.allclose(np.stack(old), np.stack(rectangles))))
+    if same:  # only colours may differ (a resumed review): recolour those boxes alone
+        stale = ~np.all(np.isclose(np.asarray(boxes_layer.edge_color), colors), axis=1)
+        for row in np.flatnonzero(stale):
+            show_finding_in_boxes(boxes_layer, int(row), findings[row])
         return
     boxes_layer.selected_data = set()
     width = float(boxes_layer.edge_width[0]) if len(old) else float(boxes_layer.current_edge_width)
@@ -135,7 +158,7 @@ def show_finding_in_boxes(boxes_layer, row: int, finding: Finding) -> None:
     """One box's edge colour.  napari's public setter recolours every shape in a Python loop
     (~5,000 calls); its shape list recolours one, so that is used when this napari has it."""
     color = np.asarray(BOX_COLORS[finding.status], float)
-    if row >= len(boxes_layer.data) or np.allclose(boxes_layer.edge_color[row], color):
+    if row >= boxes_layer.nshapes or np.allclose(boxes_layer.edge_color[row], color):
         return
     data_view = getattr(boxes_layer, "_data_view", None)
     if hasattr(data_view, "update_edge_color"):
@@ -269,7 +292,7 @@ class ReviewLayers:
         self.on_edited, self.on_point_selected, self.new_label = on_edited, on_point_selected, new_label
         self.batch = False  # True while one layer edit becomes several session actions
         self.rows: dict[int, int] = {}
-        self._syncing = False
+        self._syncing = self._closed = False
         self._pending_points = self._pending_selection = self._pending_boxes = False
         self._pending_atoms: list = []
         self._erased: dict[int, list] = {}  # label value -> voxels erased from it so far
@@ -284,6 +307,7 @@ class ReviewLayers:
         self.show_all()
 
     def disconnect(self) -> None:
+        self._closed = True  # edits still queued (zero-delay timers) are dropped
         if self.on_action in self.session.listeners:
             self.session.listeners.remove(self.on_action)
         self.points.events.data.disconnect(self._on_points_data)
@@ -322,7 +346,7 @@ class ReviewLayers:
         """Select the finding's point and its mask's label value."""
         row = self.rows.get(finding.id)
         if row is not None and row < len(self.points.data) and set(self.points.selected_data) != {row}:
-            self._quietly(setattr, self.points, "selected_data", {row})
+            self._quietly(select_point, self.points, row)
         value = label_value_of(finding)
         if self.labels is not None and value is not None and self.labels.selected_label != value:
             self._quietly(setattr, self.labels, "selected_label", value)
@@ -346,7 +370,7 @@ class ReviewLayers:
         """Run ``handler`` once after napari has finished the current edit (selection, refresh)."""
         if not getattr(self, flag):
             setattr(self, flag, True)
-            QTimer.singleShot(0, handler)
+            QTimer.singleShot(0, lambda: self._closed or handler())
 
     def _on_points_data(self, event) -> None:
         if not self._syncing and str(getattr(event, "action", "")) in ("added", "removed", "changed"):
@@ -427,7 +451,7 @@ class ReviewLayers:
             return
         # napari emits `paint` before data_setitem writes the voxels: read them once it has
         if not self._pending_atoms:
-            QTimer.singleShot(0, self.sync_from_labels)
+            QTimer.singleShot(0, lambda: self._closed or self.sync_from_labels())
         self._pending_atoms.extend(event.value)
 
     def sync_from_labels(self) -> None:
