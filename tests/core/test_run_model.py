@@ -123,3 +123,20 @@ def test_card_object_is_accepted(case):
     strict = dataclasses.replace(card, decoding={**card.decoding, "threshold": 1.0})  # nothing reaches 1.0
     result = run_model(case.image, strict, device="cpu")
     assert len(result.findings) == 0 and not result.labels.array.any()
+
+
+def test_within_mask_drops_findings_outside_the_searched_mask(case, result):
+    """A card with decoding.within_mask keeps only findings inside the mask (here: one nodule's half)."""
+    card = find_model("lung-nodule-ct")
+    assert len(result.findings), "the detector finds the phantom's nodules"
+    strict = dataclasses.replace(card, decoding={**card.decoding, "within_mask": True})
+    finding = max(result.findings, key=lambda f: f.probability)
+    mask = np.zeros(case.image.spatial_shape, np.uint8)
+    z = int(round(finding.centre_index_zyx[0]))
+    mask[max(0, z - 12):z + 12] = 1  # a slab around the strongest finding only
+    kept = run_model(case.image, strict, device="cpu", mask=case.image.with_array(mask))
+    loose = run_model(case.image, dataclasses.replace(card, decoding={**card.decoding, "within_mask": False}),
+                      device="cpu", mask=case.image.with_array(mask))
+    assert kept.findings and len(kept.findings) <= len(loose.findings)
+    for one in kept.findings:
+        assert abs(one.centre_index_zyx[0] - z) < 12

@@ -194,7 +194,10 @@ def run_model(
                                            metadata={})
     hu_grid = gridded if gridded.metadata.get("intensity") is None else None
     label = card.classes[-1] if card.classes else "finding"
-    findings_grid, label_array = decode_components(probability_grid, hu_grid, card.decoding, label=label)
+    # a card with decoding.within_mask keeps only findings inside the mask it searched (the lungs)
+    within = mask_array if card.decoding.get("within_mask") else None
+    findings_grid, label_array = decode_components(probability_grid, hu_grid, card.decoding, label=label,
+                                                   within=within)
     del probabilities
 
     findings = Findings(geometry=image.geometry, shape_zyx=image.spatial_shape,
