@@ -12,7 +12,8 @@ the wall clock also counts waiting for a core, the CPU time does not.  The load 
 printed for that reason.
 
     xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python benchmarks/bench_review_gui.py \
-        [--findings 5000] [--actions 60] [--shape 120 256 256] [--details | --without-details]
+        [--findings 5000] [--actions 60] [--shape 120 256 256] [--details | --without-details] \
+        [--window 1400 900]
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ def main(argv=None) -> int:
                          "and the points' id labels even where they are left out by default (over 1,000 in 3-D)")
     details.add_argument("--without-details", action="store_true", help="never add the boxes layer and id labels")
     parser.add_argument("--shape", type=int, nargs=3, default=(120, 256, 256), metavar=("Z", "Y", "X"))
+    parser.add_argument("--window", type=int, nargs=2, metavar=("WIDTH", "HEIGHT"),
+                        help="resize the viewer window (default: napari's size; software rendering costs grow "
+                             "with the canvas' pixels)")
     args = parser.parse_args(argv)
 
     os.environ["NAPARI_MEDCAD_REVIEWS"] = tempfile.mkdtemp(prefix="medcad-bench-reviews-")
@@ -89,6 +93,8 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     widget = ReviewWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Review findings")
+    if args.window:
+        viewer.window._qt_window.resize(*args.window)
     app.processEvents()
     startup_ms = (time.perf_counter() - start) * 1000
     assert widget.session is not None and widget.model.rowCount() == args.findings
@@ -120,7 +126,8 @@ def main(argv=None) -> int:
     print(f"command: {command.strip()}")
     print(f"{args.findings} findings, image {tuple(args.shape)}, {boxes} box rectangles, {args.actions} actions each; "
           f"widget start (review file written, table and layers filled): {startup_ms:.0f} ms; "
-          f"load average before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+          f"load average before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
+          f"canvas {'x'.join(str(n) for n in viewer.window._qt_viewer.canvas.size[::-1])} px (width x height)")
     ok = True
     rows = (("napari alone: slice + camera", napari_ms, False), ("select row + move view", select_ms, True),
             ("accept", accept_ms, True), ("accept + go to next", accept_next_ms, True))
