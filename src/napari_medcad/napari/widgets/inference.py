@@ -13,10 +13,13 @@ Keeping napari's event loop free (benchmarks/bench_gui_stall.py):
 * the layers' data (masks made compact, boxes, features) is made in the worker too;
 * the old layers are removed and the new ones added one per event-loop turn, so the loop
   never waits for all of them at once;
-* once the warm-up is done, the objects alive then (half a million: torch's, MONAI's, napari's
-  modules) are moved out of the garbage collector's reach with ``gc.freeze()``.  napari runs a
-  full ``gc.collect()`` on every layer removal, which walked all of them: 0.7 s per removed
-  layer (0.05 s after the freeze) on this machine.  They live as long as the process anyway.
+* napari runs a full ``gc.collect()`` on every layer removal, which walks every live object
+  (half a million once torch and MONAI are loaded): 0.7 s per removed layer on this machine.
+  When a run replaces its old layers, the objects alive at that moment are frozen
+  (``gc.freeze()``) just for the removal and unfrozen right after (0.05 s per layer), so
+  nothing stays out of the collector's reach: the old layers' garbage is collected by the next
+  automatic collection instead of at once.  (A permanent freeze would be faster still, but
+  would keep any layer alive at that time, and its array, from ever being collected once closed.)
 """
 
 from __future__ import annotations
@@ -85,15 +88,15 @@ def _run_job(image, card, device: str, source_name: str = "", show_heatmap: bool
     return result, result_layer_data(result, image, source_name or image.name, show_heatmap=show_heatmap)
 
 
-_FROZEN = False
-
-
-def _freeze_long_lived_objects() -> None:
-    """``gc.freeze()`` once per process: what is alive after the imports lives as long as it."""
-    global _FROZEN
-    if not _FROZEN:
-        gc.freeze()
-        _FROZEN = True
+def _remove_layer(layers, layer) -> None:
+    """Remove ``layer`` without napari's full collection walking every object (see above)."""
+    if layer not in layers:
+        return
+    gc.freeze()
+    try:
+        layers.remove(layer)
+    finally:
+        gc.unfreeze()
 
 
 class _Background(QObject):
@@ -185,8 +188,7 @@ class InferenceWidget(QWidget):
             model.item(self.device_combo.count() - 1).setEnabled(checked)
 
     def _set_devices(self, available: dict) -> None:
-        """GUI thread, after the warm-up: the devices found; long-lived objects frozen."""
-        _freeze_long_lived_objects()
+        """GUI thread, after the warm-up: the devices found."""
         model = self.device_combo.model()
         for index in range(self.device_combo.count()):
             name = self.device_combo.itemData(index)
@@ -329,7 +331,7 @@ class InferenceWidget(QWidget):
         result, layer_data = outcome
         added: list = []
         steps: list[Callable[[], None]] = [
-            (lambda old=old: self.viewer.layers.remove(old) if old in self.viewer.layers else None)
+            (lambda old=old: _remove_layer(self.viewer.layers, old))
             for old in findings_layers_of(self.viewer.layers, source_name)
         ]
         steps += [(lambda one=one: added.extend(self._add_layer(one))) for one in layer_data]
