@@ -16,11 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..image import MedicalImage
-from .features import DENSE_HU, CandidateFeatures
+from .features import CandidateFeatures, dense_path_fraction
 
 EDGE_FEATURE_NAMES = ("distance_20mm", "closeness", "axis_alignment", "dense_path_fraction")
-#: spacing of the samples along an edge's path
-PATH_STEP_MM = 1.0
 
 
 @dataclass
@@ -69,19 +67,6 @@ def knn_edges(positions_mm: np.ndarray, k: int, max_distance_mm: float | None = 
     if not pairs:
         return np.zeros((2, 0), np.int64)
     return np.array(sorted(pairs), np.int64).T
-
-
-def dense_path_fraction(image: MedicalImage, start_mm: np.ndarray, stop_mm: np.ndarray) -> float:
-    """Share of the straight path from ``start_mm`` to ``stop_mm`` (world) lying in tissue above
-    DENSE_HU (nearest voxel; samples outside the image count as not dense)."""
-    length = float(np.linalg.norm(stop_mm - start_mm))
-    count = max(2, int(np.ceil(length / PATH_STEP_MM)) + 1)
-    points = start_mm[None] + np.linspace(0.0, 1.0, count)[:, None] * (stop_mm - start_mm)[None]
-    voxels = np.round(image.world_to_index(points)).astype(int).reshape(-1, 3)
-    inside = np.all((voxels >= 0) & (voxels < np.asarray(image.spatial_shape)), axis=1)
-    values = np.full(len(voxels), -np.inf)
-    values[inside] = np.asarray(image.array)[tuple(voxels[inside].T)]
-    return float(np.mean(values > DENSE_HU))
 
 
 def edge_attributes(positions_mm: np.ndarray, axes_world: np.ndarray, edge_index: np.ndarray,

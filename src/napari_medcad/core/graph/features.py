@@ -5,7 +5,8 @@ score (peak and mean probability over the candidate's mask), size, shape from th
 inertia (voxel size accounted for), HU statistics inside the mask and in a shell around it,
 how far the dense structure the candidate sits on reaches (a vessel runs on out of the
 neighbourhood, an isolated nodule does not), the distance to the lung wall (Euclidean distance
-transform of the lung mask in mm) and the distance to the nearest other candidate.
+transform of the lung mask in mm), the distance to the nearest other candidate and how many
+nearby candidates are joined to it through dense tissue (links of a vessel chain).
 
 NumPy and SciPy only, on small crops around each candidate: cheap next to the CNN.
 """
@@ -38,6 +39,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "dense_border_faces",  # how many of the neighbourhood box's 6 faces that component reaches
     "lung_wall_mm",  # distance from the centre to the lung's edge (capped)
     "nearest_candidate_mm",  # distance to the nearest other candidate (capped)
+    "vessel_neighbours",  # candidates within CHAIN_MM joined to this one by a mostly dense straight path
 )
 #: HU above which tissue counts as dense (vessels, nodules, walls) against aerated lung
 DENSE_HU = -500.0
@@ -46,6 +48,11 @@ SHELL_MM = 3.0
 NEIGHBOURHOOD_MM = 12.0
 WALL_CAP_MM = 30.0
 NEAREST_CAP_MM = 60.0
+#: neighbours this close, joined by a path at least CHAIN_DENSE_FRACTION dense, are links of a chain
+CHAIN_MM = 25.0
+CHAIN_DENSE_FRACTION = 0.7
+#: spacing of the samples along a path between two candidates
+PATH_STEP_MM = 1.0
 
 
 @dataclass
@@ -58,6 +65,20 @@ class CandidateFeatures:
     values: np.ndarray
     axes_world: np.ndarray
     names: tuple[str, ...] = FEATURE_NAMES
+
+
+def dense_path_fraction(image: MedicalImage, start_mm: np.ndarray, stop_mm: np.ndarray) -> float:
+    """Share of the straight path from ``start_mm`` to ``stop_mm`` (world) lying in tissue above
+    DENSE_HU (nearest voxel; samples outside the image count as not dense)."""
+    start_mm, stop_mm = np.asarray(start_mm, float), np.asarray(stop_mm, float)
+    length = float(np.linalg.norm(stop_mm - start_mm))
+    count = max(2, int(np.ceil(length / PATH_STEP_MM)) + 1)
+    points = start_mm[None] + np.linspace(0.0, 1.0, count)[:, None] * (stop_mm - start_mm)[None]
+    voxels = np.round(image.world_to_index(points)).astype(int).reshape(-1, 3)
+    inside = np.all((voxels >= 0) & (voxels < np.asarray(image.spatial_shape)), axis=1)
+    values = np.full(len(voxels), -np.inf)
+    values[inside] = np.asarray(image.array)[tuple(voxels[inside].T)]
+    return float(np.mean(values > DENSE_HU))
 
 
 def _crop_box(centre_index: np.ndarray, half_voxels: np.ndarray, shape: Sequence[int],
@@ -191,10 +212,18 @@ def candidate_features(
             float(faces),
             _wall_distance(lung_mask, centre_world),
             NEAREST_CAP_MM,
+            0.0,
         )
     if len(items) > 1:
         from scipy.spatial import cKDTree
 
-        distances, _ = cKDTree(positions).query(positions, k=2)
+        tree = cKDTree(positions)
+        distances, _ = tree.query(positions, k=2)
         rows[:, FEATURE_NAMES.index("nearest_candidate_mm")] = np.minimum(distances[:, 1], NEAREST_CAP_MM)
+        links = np.zeros(len(items))
+        for a, b in tree.query_pairs(CHAIN_MM):
+            if dense_path_fraction(image, positions[a], positions[b]) >= CHAIN_DENSE_FRACTION:
+                links[a] += 1
+                links[b] += 1
+        rows[:, FEATURE_NAMES.index("vessel_neighbours")] = links
     return CandidateFeatures(ids=ids, positions_mm=positions, values=rows, axes_world=axes)
