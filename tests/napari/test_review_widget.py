@@ -421,3 +421,15 @@ def test_undo_of_mask_edits_restores_the_voxels(case, qtbot):
     widget.redo()
     assert widget.session.findings[4].mask_value == 9
     np.testing.assert_array_equal(labels.data, painted)
+
+
+def test_closing_the_masks_or_boxes_keeps_the_review_going(case, qtbot):
+    from napari_medcad.napari.findings_layers import ROLE_BOXES
+
+    widget, image, layers = case
+    widget.viewer.layers.remove(layers[ROLE_BOXES])
+    widget.viewer.layers.remove(layers[ROLE_LABELS])
+    assert widget.layers.boxes is None and widget.layers.labels is None
+    widget.select_finding(2)
+    widget.accept_current()
+    assert saved_statuses(image)[2] == "accepted" and layer_statuses(layers[ROLE_POINTS])[2] == "accepted"

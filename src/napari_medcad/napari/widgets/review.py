@@ -166,6 +166,9 @@ class ReviewWidget(QWidget):
         self.findings_combo.blockSignals(False)
         if self.points_layer is not None and self.points_layer not in layers:
             self._stop_review("the findings layer was closed")
+        elif self.layers is not None and any(layer is not None and layer not in self.viewer.layers
+                                             for layer in (self.layers.labels, self.layers.boxes)):
+            self._begin(self.session, self.points_layer, self.image_layer)  # the masks or boxes were closed
         if self.points_layer is None and layers:  # the newest findings
             self.findings_combo.setCurrentIndex(len(layers) - 1)
             self.start_review()
