@@ -24,6 +24,8 @@ ROLE_GRAPH_NODES = "graph_nodes"
 ROLE_GRAPH_EDGES = "graph_edges"
 #: diverging colormap for the change (GNN - CNN), limits -1..1
 CHANGE_COLORMAP = "bwr"
+#: node diameter on screen (mm)
+NODE_MM = 8.0
 
 
 def _scores(graph: CandidateGraph, findings: Findings | None) -> tuple[np.ndarray, np.ndarray]:
@@ -90,7 +92,7 @@ def graph_layer_data(
     node_features = pd.DataFrame({"id": graph.ids.astype(int), "cnn": cnn, "gnn": gnn, "change": change})
     spacing = float(np.mean(image.geometry.spacing_zyx[-2:]))
     points = (nodes, {
-        "name": f"{source} graph nodes", "ndim": 3, "features": node_features, "size": 6.0 / spacing,
+        "name": f"{source} graph nodes", "ndim": 3, "features": node_features, "size": NODE_MM / spacing,
         "face_color": "gnn", "face_colormap": PROBABILITY_COLORMAP, "face_contrast_limits": (0.0, 1.0),
         "border_color": "change", "border_colormap": CHANGE_COLORMAP, "border_contrast_limits": (-1.0, 1.0),
         "border_width": 0.3, "text": {"string": "{gnn:.2f}", "color": "white", "size": 8, "anchor": "lower_right"},
