@@ -39,7 +39,10 @@ def froc_on_phantoms(card, n_cases: int, seed: int, config_kind: str) -> dict:
     from napari_medcad.core.phantom.cases import case_seed
     from napari_medcad.core.training.evaluation import froc, match_case
 
-    low = dataclasses.replace(card, decoding={**card.decoding, "threshold": 0.05})
+    # every candidate the card's masks can give (its mask level), so sweeping the threshold
+    # reproduces exactly the findings the card gives at each operating point
+    floor = float(card.decoding.get("mask_threshold", 0.05))
+    low = dataclasses.replace(card, decoding={**card.decoding, "threshold": floor})
     matches, at_threshold, missed, seconds = [], [], [], []
     for index in range(n_cases):
         case_index_seed = case_seed(seed, index)
