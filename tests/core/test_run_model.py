@@ -140,3 +140,21 @@ def test_within_mask_drops_findings_outside_the_searched_mask(case, result):
     assert kept.findings and len(kept.findings) <= len(loose.findings)
     for one in kept.findings:
         assert abs(one.centre_index_zyx[0] - z) < 12
+
+
+def test_graph_rescorer_runs_by_default_and_can_be_switched_off(case, result):
+    pytest.importorskip("torch_geometric")
+    rescoring = result.report["rescoring"]
+    assert rescoring["model"] == "lung-nodule-gnn" and "skipped" not in rescoring
+    assert result.graph is not None and result.graph.n_nodes == rescoring["candidates"] >= len(result.findings)
+    threshold = result.findings.provenance["threshold"]
+    assert threshold == rescoring["threshold"]
+    for finding in result.findings:
+        assert {"cnn", "gnn"} <= set(finding.scores) and finding.probability == finding.scores["gnn"] >= threshold
+    # the masks of candidates the GNN dropped are gone from the label map
+    assert set(np.unique(result.labels.array)) <= {0} | {f.mask_value for f in result.findings}
+    assert "rescore_s" in result.report["timings_s"]
+    plain = run_model(case.image, "lung-nodule-ct", device="cpu", rescore=False)
+    assert plain.graph is None and plain.report["rescoring"]["skipped"] == "switched off"
+    assert all("gnn" not in f.scores for f in plain.findings)
+    assert all(f.probability >= find_model("lung-nodule-ct").threshold for f in plain.findings)

@@ -218,3 +218,12 @@ def test_context_menu_is_in_the_manifest():
     items = manifest.contributions.menus["napari/layers/context"]
     assert [item.command for item in items] == ["napari-medcad.run_default_model"]
     assert "Inference" in [w.display_name for w in manifest.contributions.widgets]
+
+
+def test_rescorer_is_not_listed_alone_and_its_switch_follows_the_model(widget):
+    assert widget.model_card().name == "bright-blobs"  # chosen by the fixture; it has no rescorer
+    assert not widget.rescore_check.isEnabled()
+    names = [widget.model_combo.itemData(i) for i in range(widget.model_combo.count())]
+    assert "lung-nodule-ct" in names and "lung-nodule-gnn" not in names  # it runs inside its detector
+    assert widget.select_model("lung-nodule-ct")
+    assert widget.rescore_check.isEnabled() and widget.rescore_check.isChecked()

@@ -30,6 +30,8 @@ def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the results (one subfolder per case)")
     parser.add_argument("--device", default="auto", choices=DEVICES, help="where to run the model (default: auto)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument("--no-rescore", dest="rescore", action="store_false",
+                        help="skip the model's graph rescorer (lung-nodule-ct: the GNN false-positive reduction)")
 
 
 def case_name(path: str | os.PathLike) -> str:
@@ -77,13 +79,13 @@ class _StderrProgress:
             print(f"{self.case}: {item.fraction * 100:3.0f}% {item.message}", file=sys.stderr, flush=True)
 
 
-def predict_case(image, card, case: str, out_dir: Path, device: str, progress=None) -> dict:
+def predict_case(image, card, case: str, out_dir: Path, device: str, progress=None, rescore: bool = True) -> dict:
     """Run ``card`` on ``image`` and write the case folder; returns the report written."""
     from ..core.atomic import write_text
     from ..core.inference.run import run_model
     from ..core.io import write_image
 
-    result = run_model(image, card, device=device, progress=progress)
+    result = run_model(image, card, device=device, progress=progress, rescore=rescore)
     folder = out_dir / case
     folder.mkdir(parents=True, exist_ok=True)
     written = ["findings.csv", "report.json"]
@@ -123,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         try:
             image = read_image(source)
-            report = predict_case(image, card, case, out_dir, args.device, _StderrProgress(case, args.quiet))
+            report = predict_case(image, card, case, out_dir, args.device, _StderrProgress(case, args.quiet),
+                                  rescore=args.rescore)
         except MedcadError as err:
             failed += 1
             print(f"napari-medcad predict: {case}: {err}", file=sys.stderr, flush=True)

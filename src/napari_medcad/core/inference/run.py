@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import platform
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,7 @@ class ModelResult:
     labels: MedicalImage | None  # nodule masks on the source grid, uint16, value = finding id
     probability: MedicalImage | None  # float32 heatmap on the source grid (0..1)
     report: dict = field(default_factory=dict)
+    graph: Any = None  # the rescorer's CandidateGraph (every candidate, CNN and GNN scores), if one ran
 
 
 def _card_of(model: str | ModelCard) -> ModelCard:
@@ -130,8 +132,14 @@ def run_model(
     device: str = "auto",
     progress: ProgressFn | None = None,
     mask: MedicalImage | None = None,
+    rescore: bool = True,
 ) -> ModelResult:
     """Findings, label map and probability map of ``model`` on ``image``, on the image's own grid.
+
+    A card whose ``inference.rescorer`` names a graph model (``lung-nodule-gnn``) decodes at that
+    model's candidate threshold, rescores every candidate with it and keeps those above its
+    threshold (``rescore=False``: the detector alone, at its own threshold).  Without
+    torch_geometric, or on an image not in HU, the detector's findings stand and the report says why.
 
     ``mask`` (same grid as ``image``) replaces the lung mask the card would compute; windows
     wholly outside it are not run.  Raises MedcadError for images the model cannot read and
@@ -196,7 +204,12 @@ def run_model(
     label = card.classes[-1] if card.classes else "finding"
     # a card with decoding.within_mask keeps only findings inside the mask it searched (the lungs)
     within = mask_array if card.decoding.get("within_mask") else None
-    findings_grid, label_array = decode_components(probability_grid, hu_grid, card.decoding, label=label,
+    rescorer, rescoring = _rescorer(card, rescore, hu_grid is not None and mask_array is not None)
+    decoding = dict(card.decoding)
+    if rescorer is not None:  # the graph model sees every candidate, not just the confident ones
+        decoding.update(threshold=float(rescorer.inference.get("candidate_threshold", 0.2)),
+                        max_findings=int(rescorer.inference.get("max_candidates", 100)))
+    findings_grid, label_array = decode_components(probability_grid, hu_grid, decoding, label=label,
                                                    within=within)
     del probabilities
 
@@ -219,12 +232,24 @@ def run_model(
     probability = _to_source(probability_grid, image, "linear", np.float32)
     np.clip(probability.array, 0.0, 1.0, out=probability.array)
     timings["decode_s"] = time.perf_counter() - clock
+
+    # 4. the graph rescorer: every candidate rescored in its k-nearest-neighbour graph
+    graph = None
+    threshold = card.threshold
+    if rescorer is not None:
+        clock = time.perf_counter()
+        lungs = gridded.with_array(mask_array.astype(np.uint8), modality="SEG", name="lungs", metadata={})
+        findings, labels, graph = _rescore(findings, image, probability, lungs, labels, rescorer)
+        threshold = rescorer.threshold
+        rescoring.update(candidates=graph.n_nodes, kept=len(findings))
+        timings["rescore_s"] = time.perf_counter() - clock
+    timings["total_s"] = time.perf_counter() - started
     timings["total_s"] = time.perf_counter() - started
 
     findings.provenance = {
         "model": card.name,
         "model_version": card.version,
-        "threshold": card.threshold,
+        "threshold": threshold,
         "decoding": dict(card.decoding),
         "device": engine_report.device,
     }
@@ -238,7 +263,8 @@ def run_model(
         "precision": engine_report.precision,
         "preprocessing": pipeline.to_dict(),
         "mask": mask_source,
-        "decoding": dict(card.decoding),
+        "decoding": decoding,
+        "rescoring": rescoring,
         "tiling": {"roi_size_zyx": list(settings.roi_size_zyx), "overlap": settings.overlap,
                    "batch_size": settings.batch_size, "blend": settings.blend},
         "engine": engine_report.to_dict(),
@@ -247,7 +273,48 @@ def run_model(
         "versions": _versions(),
     }
     report(progress, 1000, 1000, f"{len(findings)} findings")
-    return ModelResult(findings=findings, labels=labels, probability=probability, report=summary)
+    return ModelResult(findings=findings, labels=labels, probability=probability, report=summary, graph=graph)
+
+
+def _rescorer(card: ModelCard, wanted: bool, possible: bool) -> tuple[ModelCard | None, dict]:
+    """The card's graph rescorer, if it names one, it is wanted and can run; and why not."""
+    name = card.inference.get("rescorer")
+    if not name:
+        return None, {"model": None}
+    if not wanted:
+        return None, {"model": name, "skipped": "switched off"}
+    if not possible:
+        return None, {"model": name, "skipped": "needs an image in HU and a lung mask"}
+    try:
+        import torch_geometric  # noqa: F401
+
+        from ..graph import gnn_card
+
+        rescorer = gnn_card(str(name))
+    except ImportError:
+        reason = "torch_geometric is not installed (pip install torch_geometric)"
+    except MedcadError as err:
+        reason = str(err)
+    else:
+        return rescorer, {"model": rescorer.name, "model_version": rescorer.version,
+                          "threshold": rescorer.threshold}
+    warnings.warn(f"graph rescoring skipped: {reason}", stacklevel=3)
+    return None, {"model": name, "skipped": reason}
+
+
+def _rescore(findings: Findings, image: MedicalImage, probability: MedicalImage, lungs: MedicalImage,
+             labels: MedicalImage, rescorer: ModelCard):
+    """Rescored findings above the rescorer's threshold, their masks, and the whole graph."""
+    from ..graph import rescore_with_graph
+
+    rescored, graph = rescore_with_graph(findings, image, probability, lungs, labels, model=rescorer)
+    dropped = [f for f in rescored if f.probability < rescorer.threshold]
+    for finding in dropped:
+        rescored.remove(finding.id)
+    if dropped:
+        gone = np.array([f.mask_value for f in dropped if f.mask_value], dtype=labels.array.dtype)
+        labels.array[np.isin(labels.array, gone)] = 0
+    return rescored, labels, graph
 
 
 def warm_up() -> None:

@@ -45,7 +45,7 @@ LUNG_NODULE_CT_CARD: dict[str, Any] = {
     "decoding": {"threshold": 0.5, "mask_threshold": 0.5, "min_diameter_mm": 2.5, "max_findings": 50,
                  "within_mask": True},
     "inference": {"roi_size_zyx": [48, 96, 96], "overlap": 0.25, "batch_size": 2, "blend": "gaussian",
-                  "mask": "lung"},
+                  "mask": "lung", "rescorer": "lung-nodule-gnn"},
     "license": "BSD-3-Clause",
 }
 
@@ -103,6 +103,10 @@ def train_builtin(name: str, out_dir: str | os.PathLike | None = None, progress:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise MedcadError(f"cannot create the output folder ({err.strerror or err})", out_dir) from None
+    if card_template.get("family") == "gnn":  # the graph rescorer: CNN candidates in, GNN out
+        from .gnn import train_gnn
+
+        return train_gnn(copy.deepcopy(card_template), recipe, out_dir, progress)
     from .loop import train_segmentation_detector
 
     return train_segmentation_detector(copy.deepcopy(card_template), recipe, out_dir, progress)

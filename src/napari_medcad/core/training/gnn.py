@@ -136,7 +136,8 @@ def run_candidates(image, cnn_card, candidate_threshold: float, max_candidates: 
     from ..inference.run import run_model
 
     started = time.perf_counter()
-    result = run_model(image, low_threshold_card(cnn_card, candidate_threshold, max_candidates), device="cpu")
+    result = run_model(image, low_threshold_card(cnn_card, candidate_threshold, max_candidates), device="cpu",
+                       rescore=False)
     seconds = time.perf_counter() - started
     lungs = model_grid_lung_mask(image, cnn_card)
     centres, diameters = truth if truth is not None else (np.zeros((0, 3)), np.zeros(0))

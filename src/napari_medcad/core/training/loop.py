@@ -256,7 +256,7 @@ def validate(card, recipe: dict, progress: ProgressFn | None) -> dict:
         report(progress, index, n_val, f"validation phantom {index + 1}/{n_val}")
         seed = case_seed(int(recipe["val_seed"]), index)
         case = generate_chest_ct(seed, case_config(seed, recipe))
-        result = run_model(case.image, low, device="cpu")
+        result = run_model(case.image, low, device="cpu", rescore=False)
         centres = np.array([f.centre_world_mm for f in result.findings], float).reshape(-1, 3)
         matches.append(match_case(centres, [f.probability for f in result.findings],
                                   np.array([n.centre_world_mm for n in case.nodules]).reshape(-1, 3),

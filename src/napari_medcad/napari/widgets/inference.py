@@ -55,6 +55,7 @@ from ..findings_layers import (
     result_layer_data,
     role_of,
 )
+from ..graph_layers import ROLE_GRAPH_EDGES, ROLE_GRAPH_NODES, add_graph_layers, graph_layer_data
 from ..jobs import JobRunner, notify_error
 from ..layers import META_KEY, image_from_layer
 
@@ -75,17 +76,26 @@ class _UserError:
 
 
 def _run_job(image, card, device: str, source_name: str = "", show_heatmap: bool = False,
-             warmed_up: threading.Event | None = None, progress=None):
-    """In the worker: the model's result and its layers' data (LayerDataTuples), or an error."""
+             warmed_up: threading.Event | None = None, rescore: bool = True, progress=None):
+    """In the worker: the model's result and its layers' data (LayerDataTuples), or an error.
+
+    When a graph rescorer ran, its candidate graph comes too (edges and nodes, every candidate
+    with its CNN and GNN scores), so the reader sees what the GNN raised and lowered."""
     if warmed_up is not None:  # importing MONAI in two threads at once is not safe
         warmed_up.wait()
     try:
-        result = run_model(image, card, device=device, progress=progress)
+        result = run_model(image, card, device=device, progress=progress, rescore=rescore)
     except MedcadError as err:
         return _UserError(err)
     except Cancelled:
         return None
-    return result, result_layer_data(result, image, source_name or image.name, show_heatmap=show_heatmap)
+    source = source_name or image.name
+    layers = result_layer_data(result, image, source, show_heatmap=show_heatmap)
+    if result.graph is not None and result.graph.n_nodes:
+        rescorer = result.report.get("rescoring", {})
+        layers += graph_layer_data(result.graph, image, source_layer=source, model=str(rescorer.get("model", "")),
+                                   model_version=str(rescorer.get("model_version", "")))
+    return result, layers
 
 
 def _remove_layer(layers, layer) -> None:
@@ -142,6 +152,9 @@ class InferenceWidget(QWidget):
         self.device_combo = QComboBox()
         self.heatmap_check = QCheckBox("show probability heatmap")
         self.heatmap_check.toggled.connect(self._show_heatmap)
+        self.rescore_check = QCheckBox("graph false-positive reduction (GNN)")
+        self.rescore_check.setChecked(True)
+        self.rescore_check.setToolTip("rescore the detector's candidates with the model's graph neural network")
         self.run_button = QPushButton("Run")
         self.run_button.clicked.connect(lambda: self.run())
         self.runner = JobRunner()
@@ -165,6 +178,7 @@ class InferenceWidget(QWidget):
         layout.addLayout(form)
         layout.addWidget(self.about)
         layout.addWidget(self.heatmap_check)
+        layout.addWidget(self.rescore_check)
         layout.addWidget(self.run_button)
         layout.addWidget(self.runner)
         layout.addWidget(self.message)
@@ -209,6 +223,8 @@ class InferenceWidget(QWidget):
         self.model_combo.clear()
         self._cards = {}
         for card in cards:
+            if card.inference.get("stage") == "rescore":  # runs inside its detector, not alone
+                continue
             self._cards[card.name] = card
             self.model_combo.addItem(f"{card.name} ({card.task}, {card.dims}-D {card.modality})", card.name)
         self.model_combo.addItem("Browse...", BROWSE)
@@ -260,6 +276,8 @@ class InferenceWidget(QWidget):
         key = self.model_combo.currentData()
         card = self._cards.get(key)
         self.about.setText(card.description if card is not None and card.description else "")
+        has_rescorer = card is not None and bool(card.inference.get("rescorer"))
+        self.rescore_check.setEnabled(has_rescorer)  # only a model with a rescorer can switch it
 
     def _refresh_layers(self, event=None) -> None:
         current = self.image_combo.currentText()
@@ -308,6 +326,7 @@ class InferenceWidget(QWidget):
         self.run_button.setEnabled(False)
         return self.runner.start(
             _run_job, image, card, self.device, layer.name, self.heatmap_check.isChecked(), self.warmed_up,
+            self.rescore_check.isChecked(),
             on_result=lambda result: self._add_result(result, layer.name),
             on_finish=lambda: self.run_button.setEnabled(not self.busy),
         )
@@ -344,6 +363,8 @@ class InferenceWidget(QWidget):
         data, kwargs, kind = layer_tuple
         if (kwargs.get("metadata") or {}).get(META_KEY, {}).get("role") == ROLE_HEATMAP:
             kwargs = {**kwargs, "visible": self.heatmap_check.isChecked()}  # as the box is now
+        if (kwargs.get("metadata") or {}).get(META_KEY, {}).get("role") in (ROLE_GRAPH_EDGES, ROLE_GRAPH_NODES):
+            return add_graph_layers(self.viewer, [(data, kwargs, kind)])
         return add_findings_layers(self.viewer, [(data, kwargs, kind)])
 
     def _next_step(self) -> None:
