@@ -28,11 +28,12 @@ from .classifiers import SliceEncoder
 
 class AttentionNet2D(nn.Module):
     def __init__(self, in_channels: int = 1, input_size: int = 64, features=(16, 32, 64), num_layers: int = 2,
-                 num_heads: int = 4, mlp_dim: int = 128, num_classes: int = 2, dropout: float = 0.1):
+                 num_heads: int = 4, mlp_dim: int = 128, num_classes: int = 2, dropout: float = 0.1,
+                 norm: str | None = "batch"):
         super().__init__()
         from monai.networks.blocks import TransformerBlock
 
-        self.stem = SliceEncoder(in_channels, features)
+        self.stem = SliceEncoder(in_channels, features, norm)
         width = self.stem.out_channels
         self.grid = int(input_size) // 4
         self.input_size = int(input_size)
@@ -66,9 +67,9 @@ class AttentionNet2D(nn.Module):
 
 class GatedAttentionMIL3D(nn.Module):
     def __init__(self, in_channels: int = 1, features=(16, 32, 64), attention_dim: int = 32, num_classes: int = 2,
-                 dropout: float = 0.1):
+                 dropout: float = 0.1, norm: str | None = "batch"):
         super().__init__()
-        self.encoder = SliceEncoder(in_channels, features)
+        self.encoder = SliceEncoder(in_channels, features, norm)
         width = self.encoder.out_channels
         self.attention_v = nn.Linear(width, int(attention_dim))
         self.attention_u = nn.Linear(width, int(attention_dim))
@@ -76,19 +77,28 @@ class GatedAttentionMIL3D(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(width, int(num_classes))
 
-    def forward(self, x: torch.Tensor, return_attention: bool = False):
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, D, H, W) -> instance embeddings (B, D, H/4, W/4, C)."""
         batch, channels, depth, height, width = x.shape
         slices = x.permute(0, 2, 1, 3, 4).reshape(batch * depth, channels, height, width)
         maps = self.encoder(slices)  # (B*D, C, h, w)
         _, features, rows, cols = maps.shape
-        instances = maps.reshape(batch, depth, features, rows, cols).permute(0, 1, 3, 4, 2).reshape(batch, -1, features)
-        gate = torch.tanh(self.attention_v(instances)) * torch.sigmoid(self.attention_u(instances))
+        return maps.reshape(batch, depth, features, rows, cols).permute(0, 1, 3, 4, 2)
+
+    def pool(self, instances: torch.Tensor, return_attention: bool = False):
+        """Gated attention pooling of (B, D, h, w, C) instance embeddings -> logits (and weights)."""
+        batch, depth, rows, cols, features = instances.shape
+        flat = instances.reshape(batch, -1, features)
+        gate = torch.tanh(self.attention_v(flat)) * torch.sigmoid(self.attention_u(flat))
         attention = torch.softmax(self.attention_w(gate).squeeze(-1), dim=1)  # (B, K)
-        bag = torch.einsum("bk,bkc->bc", attention, instances)
+        bag = torch.einsum("bk,bkc->bc", attention, flat)
         logits = self.head(self.dropout(bag))
         if not return_attention:
             return logits
         return logits, attention.reshape(batch, depth, rows, cols)
+
+    def forward(self, x: torch.Tensor, return_attention: bool = False):
+        return self.pool(self.encode(x), return_attention)
 
 
 @register("attention2d")

@@ -8,7 +8,8 @@ softmax.  Inputs are single-channel images in [0, 1] (the card's lung window):
   the dense layer stays small (128 x 4 x 4 inputs for 64 x 64 images, a 2.5 MB weights file).
 * ``slice_lstm``: (B, 1, D, H, W), any D, H, W.  Every slice goes through a small 2-D CNN
   (:class:`SliceEncoder`, globally pooled to one embedding per slice); a bidirectional LSTM reads
-  the slice embeddings from the first slice to the last; its final states give the scan logits.
+  the (layer-normalised) slice embeddings from the first slice to the last and back; its final
+  states give the scan logits.
 
 Grad-CAM (``core.explain``) targets ``features.act3`` of the CNN and ``encoder.act4`` of the LSTM
 (per-slice maps, weighted by the scan score's gradients).
@@ -61,42 +62,61 @@ class PlainCNN2D(nn.Module):
 
 
 class SliceEncoder(nn.Module):
-    """A small 2-D CNN: (N, C, H, W) -> feature map (N, features[-1], H/4, W/4)."""
+    """A small 2-D CNN: (N, C, H, W) -> feature map (N, features[-1], H/4, W/4).
 
-    def __init__(self, in_channels: int = 1, features=(16, 32, 64)):
+    With ``norm="batch"`` every convolution is followed by batch normalisation (much faster
+    training from scratch; in eval mode it is a fixed affine map with the learned statistics).
+    """
+
+    def __init__(self, in_channels: int = 1, features=(16, 32, 64), norm: str | None = "batch"):
         super().__init__()
+        if norm not in (None, "batch"):
+            raise ValueError(f"norm must be 'batch' or None, not {norm!r}")
         a, b, c = (int(f) for f in features)
-        self.conv1, self.act1, self.pool1 = nn.Conv2d(in_channels, a, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)
-        self.conv2, self.act2, self.pool2 = nn.Conv2d(a, b, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)
-        self.conv3, self.act3 = nn.Conv2d(b, c, 3, padding=1), nn.ReLU()
-        self.conv4, self.act4 = nn.Conv2d(c, c, 3, padding=1), nn.ReLU()
+
+        def normalise(channels: int) -> nn.Module:
+            return nn.BatchNorm2d(channels) if norm == "batch" else nn.Identity()
+
+        self.conv1, self.norm1, self.act1 = nn.Conv2d(in_channels, a, 3, padding=1), normalise(a), nn.ReLU()
+        self.pool1 = nn.MaxPool2d(2)
+        self.conv2, self.norm2, self.act2 = nn.Conv2d(a, b, 3, padding=1), normalise(b), nn.ReLU()
+        self.pool2 = nn.MaxPool2d(2)
+        self.conv3, self.norm3, self.act3 = nn.Conv2d(b, c, 3, padding=1), normalise(c), nn.ReLU()
+        self.conv4, self.norm4, self.act4 = nn.Conv2d(c, c, 3, padding=1), normalise(c), nn.ReLU()
         self.out_channels = c
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool1(self.act1(self.conv1(x)))
-        x = self.pool2(self.act2(self.conv2(x)))
-        return self.act4(self.conv4(self.act3(self.conv3(x))))
+        x = self.pool1(self.act1(self.norm1(self.conv1(x))))
+        x = self.pool2(self.act2(self.norm2(self.conv2(x))))
+        x = self.act3(self.norm3(self.conv3(x)))
+        return self.act4(self.norm4(self.conv4(x)))
 
 
 class SliceLSTM(nn.Module):
-    def __init__(self, in_channels: int = 1, features=(16, 32, 64), hidden: int = 32, num_classes: int = 2):
+    def __init__(self, in_channels: int = 1, features=(16, 32, 64), hidden: int = 32, num_classes: int = 2,
+                 norm: str | None = "batch"):
         super().__init__()
-        self.encoder = SliceEncoder(in_channels, features)
+        self.encoder = SliceEncoder(in_channels, features, norm)
         width = self.encoder.out_channels
+        self.norm = nn.LayerNorm(2 * width)  # slice embeddings of a frozen encoder vary widely in scale
         self.lstm = nn.LSTM(2 * width, int(hidden), batch_first=True, bidirectional=True)
         self.head = nn.Linear(2 * int(hidden), int(num_classes))
 
-    def slice_embeddings(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, D, H, W) -> (B, D, 2 * features[-1]): mean- and max-pooled per slice."""
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, D, H, W) -> slice embeddings (B, D, 2 * features[-1]): mean- and max-pooled maps."""
         batch, channels, depth, height, width = x.shape
         slices = x.permute(0, 2, 1, 3, 4).reshape(batch * depth, channels, height, width)
         maps = self.encoder(slices)
         pooled = torch.cat([maps.mean(dim=(2, 3)), maps.amax(dim=(2, 3))], dim=1)
         return pooled.reshape(batch, depth, -1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, (hidden, _) = self.lstm(self.slice_embeddings(x))
+    def pool(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """The LSTM over the slice embeddings (first slice to last and back) -> logits."""
+        _, (hidden, _) = self.lstm(self.norm(embeddings))
         return self.head(torch.cat([hidden[0], hidden[1]], dim=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.encode(x))
 
 
 @register("plain_cnn2d")
