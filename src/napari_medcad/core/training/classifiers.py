@@ -4,8 +4,9 @@ One data set serves all four model families, so they can be compared on the same
 
 * each phantom case (``PhantomConfig.random_for_training`` with 1-4 nodules of 6-24 mm) is put
   through the cards' preprocessing (resampling to 1 x 1 x 2.5 mm, lung window to [0, 1]);
-* a **positive** sample is a 16 x 64 x 64 sub-volume holding a nodule centre (in-plane within
-  +-14 px of the middle, on slice 4..11; ``crops_per_nodule`` such crops per nodule); its *key
+* a **positive** sample is a 16 x 64 x 64 sub-volume holding the centre of a nodule of at least
+  ``min_diameter_mm`` (10 mm: smaller ones look like vessel cross-sections on a slice; in-plane within
+  +-14 px of the middle, on slice 4..11; ``crops_per_nodule`` crops per nodule); its *key
   slice* is the slice through that centre;
 * **negatives** come from the case's nodule-free twin: the same seed drawn with no nodules gives
   the same patient, vessels and scanner noise (the phantom's random streams are independent).
@@ -56,6 +57,7 @@ DATA_RECIPE: dict[str, Any] = {
     "negatives_per_case": 2,
     "min_lung_fraction": 0.35,
     "min_nodule_contrast_hu": 50.0,
+    "min_diameter_mm": 10.0,
     "spacing_xyz": SPACING_XYZ,
     "roi_zyx": ROI_ZYX,
     "centre_jitter_px": 14,
@@ -219,7 +221,7 @@ def case_samples(case: PreparedCase, recipe: dict[str, Any]) -> ClassifierSample
     picks: list[tuple[np.ndarray, np.ndarray, int, int]] = []
     for row in case.nodules:
         # a nodule can lie in the scanned box but outside the circular field of view: no signal
-        if row[5] < float(recipe["min_nodule_contrast_hu"]):
+        if row[5] < float(recipe["min_nodule_contrast_hu"]) or row[4] < float(recipe["min_diameter_mm"]):
             continue
         centre = np.round(geometry.world_to_index(row[1:4])).astype(int)
         for _ in range(int(recipe["crops_per_nodule"])):
@@ -379,6 +381,39 @@ def predict_probabilities(network, samples: ClassifierSamples, dims: int, batch_
     return np.concatenate(out) if out else np.zeros(0)
 
 
+def _encoded(network, samples: ClassifierSamples, dims: int, batch_size: int = 8):
+    """``network.encode`` of every sample (float16, no gradients): the frozen encoder's outputs."""
+    import torch
+
+    parts = []
+    with torch.no_grad():
+        for start in range(0, len(samples), batch_size):
+            indices = np.arange(start, min(len(samples), start + batch_size))
+            parts.append(network.encode(torch.from_numpy(model_inputs(samples, indices, dims))).half())
+    return torch.cat(parts)
+
+
+def _initialise_encoder(network, recipe: dict[str, Any]) -> dict[str, Any]:
+    """Copy the CNN stem of another built-in classifier (``recipe["encoder_from"]``, trained on the
+    key slices of the same samples) into ``network.encoder``; freeze it if the recipe says so."""
+    from ..models.loading import safe_load_weights
+    from ..models.registry import find_model
+
+    source = find_model(str(recipe["encoder_from"]))
+    state = safe_load_weights(source.weights_path)
+    stem = {k.removeprefix("stem."): v for k, v in state.items() if k.startswith("stem.")}
+    try:
+        network.encoder.load_state_dict(stem, strict=True)
+    except (RuntimeError, AttributeError) as err:
+        raise MedcadError(f"cannot take the encoder of '{source.name}' ({str(err).splitlines()[0][:120]})") from None
+    frozen = bool(recipe.get("freeze_encoder", False))
+    for parameter in network.encoder.parameters():
+        parameter.requires_grad = not frozen
+    digest = hashlib.sha256(source.weights_path.read_bytes()).hexdigest()[:16]
+    return {"from": source.name, "weights_sha256": digest, "frozen": frozen,
+            "source_seed": source.provenance.get("seed")}
+
+
 def train_classifier(card_data: dict, recipe: dict, out_dir: Path, progress: ProgressFn | None = None,
                      cache_dir=None) -> Path:
     """Train the card's network on the phantom samples; the weights of the epoch with the best
@@ -404,26 +439,37 @@ def train_classifier(card_data: dict, recipe: dict, out_dir: Path, progress: Pro
         torch.manual_seed(seed)
         rng = np.random.default_rng([seed, 11])
         network = build(card.architecture)
+        encoder_source = _initialise_encoder(network, recipe) if recipe.get("encoder_from") else None
         dims = card.dims
         batch_size = int(recipe["batch_size"])
         history: list[dict[str, float]] = []
         best_state, best_auc = None, -1.0
         if epochs:
             steps = int(recipe["steps_per_epoch"]) or int(np.ceil(len(train) / batch_size))
-            optimiser = torch.optim.AdamW(network.parameters(), lr=float(recipe["learning_rate"]), weight_decay=1e-4)
+            trainable = [p for p in network.parameters() if p.requires_grad]
+            optimiser = torch.optim.AdamW(trainable, lr=float(recipe["learning_rate"]), weight_decay=1e-4)
             schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=float(recipe["learning_rate"]),
                                                            total_steps=epochs * steps, pct_start=0.15)
             loss_fn = torch.nn.CrossEntropyLoss()
             step_progress = scaled(progress, 0.4, 1.0)
+            frozen = bool(encoder_source and encoder_source["frozen"])
+            if frozen:  # the encoder's outputs are computed once; the rest trains on them (no augmentation)
+                network.eval()
+                train_features, val_features = _encoded(network, train, dims), _encoded(network, val, dims)
             for epoch in range(epochs):
                 network.train()
+                if frozen:
+                    network.encoder.eval()  # frozen: batch-norm statistics stay those of the source
                 order = rng.permutation(len(train))
                 losses = []
                 for step in range(steps):
                     indices = order[(np.arange(batch_size) + step * batch_size) % len(train)]
-                    images = torch.from_numpy(_augment(model_inputs(train, indices, dims), rng))
                     targets = torch.from_numpy(train.labels[indices].astype(np.int64))
-                    loss = loss_fn(network(images), targets)
+                    if frozen:
+                        logits = network.pool(train_features[torch.from_numpy(indices)].float())
+                    else:
+                        logits = network(torch.from_numpy(_augment(model_inputs(train, indices, dims), rng)))
+                    loss = loss_fn(logits, targets)
                     optimiser.zero_grad(set_to_none=True)
                     loss.backward()
                     optimiser.step()
@@ -433,7 +479,13 @@ def train_classifier(card_data: dict, recipe: dict, out_dir: Path, progress: Pro
                            f"epoch {epoch + 1}/{epochs}, loss {np.mean(losses):.4f}")
                 entry = {"epoch": epoch + 1, "loss": round(float(np.mean(losses)), 5)}
                 if val is not None:
-                    entry["val_auc"] = round(roc_auc(val.labels, predict_probabilities(network, val, dims)), 4)
+                    if frozen:
+                        network.eval()
+                        with torch.no_grad():
+                            scores = torch.softmax(network.pool(val_features.float()), dim=1)[:, 1].numpy()
+                    else:
+                        scores = predict_probabilities(network, val, dims)
+                    entry["val_auc"] = round(roc_auc(val.labels, scores), 4)
                     if entry["val_auc"] > best_auc:
                         best_auc = entry["val_auc"]
                         best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
@@ -461,6 +513,7 @@ def train_classifier(card_data: dict, recipe: dict, out_dir: Path, progress: Pro
             },
             "recipe": copy.deepcopy(recipe),
             "epochs": epochs,
+            "instance_encoder": encoder_source or "trained from scratch",
             "loss": "cross-entropy (2 classes)",
             "history": history,
             "selected_epoch": (max(history, key=lambda e: e.get("val_auc", -1))["epoch"] if history and val else epochs),
@@ -517,26 +570,29 @@ CLASSIFIER_CARDS: dict[str, dict[str, Any]] = {
     ),
     "nodule-lstm3d": _classifier_card(
         "nodule-lstm3d", 3, "rnn",
-        {"name": "slice_lstm", "params": {"features": [8, 16, 32], "hidden": 32, "num_classes": 2}},
+        {"name": "slice_lstm", "params": {"features": [16, 32, 64], "hidden": 32, "num_classes": 2}},
         "Is there a lung nodule in this 16-slice CT sub-volume (1 x 1 x 2.5 mm, 64 x 64 x 40 mm)? A 2-D CNN "
-        "embeds every slice; a bidirectional LSTM aggregates the slice sequence into the scan probability.",
+        "embeds every slice; a bidirectional LSTM aggregates the slice sequence into the scan probability. "
+        "Slice encoder: the CNN stem of nodule-attention2d (trained on the key slices of the same samples), "
+        "frozen; the LSTM and the head are trained on its outputs for the sub-volumes.",
         {"method": "gradcam", "target_layer": "encoder.act4"},
     ),
     "nodule-attention2d": _classifier_card(
         "nodule-attention2d", 2, "attention",
-        {"name": "attention2d", "params": {"input_size": 64, "features": [16, 32, 64], "num_layers": 2,
+        {"name": "attention2d", "params": {"input_size": 64, "features": [16, 32, 64], "num_layers": 1,
                                            "num_heads": 4, "mlp_dim": 128, "num_classes": 2}},
-        "Is there a lung nodule in this 64 x 64 mm CT slice window? A CNN stem makes 16 x 16 tokens; two "
-        "self-attention blocks (MONAI TransformerBlock) and a class token decide; the class token's "
-        "attention is the location heatmap.",
+        "Is there a lung nodule in this 64 x 64 mm CT slice window? A CNN stem makes 16 x 16 tokens; a "
+        "self-attention block (MONAI TransformerBlock) with a class token decides; the class token's "
+        "attention over the tokens is the location heatmap.",
         {"method": "attention"},
     ),
     "nodule-mil3d": _classifier_card(
         "nodule-mil3d", 3, "attention",
-        {"name": "attention_mil3d", "params": {"features": [8, 16, 32], "attention_dim": 32, "num_classes": 2}},
+        {"name": "attention_mil3d", "params": {"features": [16, 32, 64], "attention_dim": 32, "num_classes": 2}},
         "Is there a lung nodule in this CT sub-volume? Attention-based multiple-instance learning (gated "
         "attention, Ilse et al. 2018) over the 4 x 4 mm patches of every slice; the attention weights are "
-        "the heatmap.",
+        "the heatmap. Instance encoder: the CNN stem of nodule-attention2d (trained on the key slices of the "
+        "same samples), frozen; the attention and the head are trained on its outputs for the sub-volumes.",
         {"method": "attention"},
     ),
 }
@@ -548,10 +604,12 @@ _TRAINING_COMMON: dict[str, Any] = {
 }
 
 CLASSIFIER_TRAINING: dict[str, dict[str, Any]] = {
-    "nodule-cnn2d": {**_TRAINING_COMMON, "epochs": 12, "batch_size": 32, "learning_rate": 1e-3},
-    "nodule-lstm3d": {**_TRAINING_COMMON, "epochs": 8, "batch_size": 8, "learning_rate": 3e-3},
+    "nodule-cnn2d": {**_TRAINING_COMMON, "epochs": 40, "batch_size": 32, "learning_rate": 2e-3},
+    "nodule-lstm3d": {**_TRAINING_COMMON, "epochs": 30, "batch_size": 16, "learning_rate": 3e-3,
+                      "encoder_from": "nodule-attention2d", "freeze_encoder": True},
     "nodule-attention2d": {**_TRAINING_COMMON, "epochs": 15, "batch_size": 32, "learning_rate": 2e-3},
-    "nodule-mil3d": {**_TRAINING_COMMON, "epochs": 8, "batch_size": 8, "learning_rate": 3e-3},
+    "nodule-mil3d": {**_TRAINING_COMMON, "epochs": 30, "batch_size": 16, "learning_rate": 3e-3,
+                     "encoder_from": "nodule-attention2d", "freeze_encoder": True},
 }
 
 #: name -> (card template, recipe), in the form of ``builtin.BUILTIN_RECIPES``
