@@ -1,0 +1,189 @@
+"""Explanations (Grad-CAM, attention maps) as heatmaps on the source image's geometry.
+
+The held-out phantom samples come from a seed no training used (tests/classifier_samples.py);
+"inside the nodule" means within the true nodule's equivalent-sphere radius (its cross-section
+on the slice, for 2-D models), measured in world millimetres from the heatmap's peak.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from classifier_samples import heldout_samples, one_thread  # noqa: E402,F401
+
+from napari_medcad.core.errors import MedcadError  # noqa: E402
+from napari_medcad.core.explain import explain, heatmap_peak_mm  # noqa: E402
+from napari_medcad.core.image import Geometry, MedicalImage  # noqa: E402
+from napari_medcad.core.models.registry import find_model  # noqa: E402
+from napari_medcad.core.training.classifiers import heatmap_hit, sample_image  # noqa: E402
+
+CLASSIFIERS = ("nodule-cnn2d", "nodule-lstm3d", "nodule-attention2d", "nodule-mil3d")
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def positives():
+    samples = heldout_samples()
+    return samples, [int(i) for i in np.flatnonzero(samples.labels == 1)]
+
+
+def regrid(image: MedicalImage, geometry: Geometry, shape_zyx) -> MedicalImage:
+    """``image`` resampled (linear, SimpleITK) onto another grid of the same world."""
+    import SimpleITK as sitk
+
+    reference = sitk.Image([int(v) for v in shape_zyx[::-1]], sitk.sitkFloat32)
+    geometry.apply_to_sitk(reference)
+    moved = sitk.Resample(image.to_sitk(), reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    return MedicalImage(sitk.GetArrayFromImage(moved), geometry, modality=image.modality, name=image.name + "_regrid")
+
+
+def test_gradcam_of_the_cnn_is_monais_gradcam_on_the_source_grid():
+    from monai.visualize import GradCAM
+
+    from napari_medcad.core.models.loading import load_network
+
+    samples, indices = positives()
+    card = find_model("nodule-cnn2d")
+    image = sample_image(samples, indices[0], 2)
+    heatmap = explain(image, card, preprocess=False)
+    assert heatmap.array.shape == image.array.shape and heatmap.array.dtype == np.float32
+    assert heatmap.geometry == image.geometry
+    assert heatmap.metadata["explanation"] == "gradcam" and heatmap.metadata["model"] == "nodule-cnn2d"
+
+    network = load_network(card)
+    x = torch.from_numpy(image.array[None, None].astype(np.float32))
+    reference = GradCAM(nn_module=network, target_layers="features.act3", postprocessing=lambda m: m)(x, class_idx=1)
+    reference = reference[0, 0].detach().numpy()
+    probability = float(torch.softmax(network(x), dim=1)[0, 1])
+    assert heatmap.metadata["probability"] == pytest.approx(probability, abs=1e-4)
+    np.testing.assert_allclose(heatmap.array, reference / reference.max() * probability, atol=1e-5)
+
+
+def test_explanations_need_a_classifier_of_a_fitting_dimensionality():
+    samples, indices = positives()
+    with pytest.raises(MedcadError, match="heatmap explanations are for classifiers"):
+        explain(sample_image(samples, indices[0], 3), find_model("lung-nodule-ct"))
+    with pytest.raises(MedcadError, match="needs a 3-D image"):
+        explain(sample_image(samples, indices[0], 2), find_model("nodule-mil3d"))
+    gnn = dataclasses.replace(find_model("nodule-mil3d"), family="gnn", inference={})
+    with pytest.raises(MedcadError, match="graph view"):
+        explain(sample_image(samples, indices[0], 3), gnn)
+
+
+def hit_fraction(name: str) -> float:
+    samples, indices = positives()
+    card = find_model(name)
+    hits = [heatmap_hit(explain(sample_image(samples, i, card.dims), card, preprocess=False), samples, i)
+            for i in indices]
+    assert len(hits) >= 10
+    return float(np.mean(hits))
+
+
+#: measured on the 57 positives of benchmarks/bench_classifiers.py (seed 7777): 0.47, 0.02, 0.67, 0.79
+BELOW_TARGET = "the shipped weights do not reach the issue's 80% target yet (benchmark: {})"
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param("nodule-cnn2d", marks=pytest.mark.xfail(strict=True, reason=BELOW_TARGET.format("Grad-CAM 0.47"))),
+    pytest.param("nodule-lstm3d", marks=pytest.mark.xfail(strict=True, reason=BELOW_TARGET.format("Grad-CAM 0.02"))),
+    pytest.param("nodule-attention2d", marks=pytest.mark.xfail(strict=True, reason=BELOW_TARGET.format("0.67"))),
+    pytest.param("nodule-mil3d", marks=pytest.mark.xfail(strict=True, reason=BELOW_TARGET.format("0.79"))),
+])
+def test_heatmap_peak_lies_inside_the_true_nodule_in_80_percent(name):
+    """The issue's target, with the shipped weights.  Strict xfail: reaching it fails the marker,
+    so whoever improves the weights removes it."""
+    assert hit_fraction(name) >= 0.8
+
+
+@pytest.mark.parametrize("name", ["nodule-cnn2d", "nodule-attention2d", "nodule-mil3d"])
+def test_heatmap_peak_lies_inside_the_true_nodule_far_above_chance(name):
+    """A nodule's cross-section covers 2-8% of a 64 x 64 mm window: a map that ignored the nodule
+    would rarely peak in it.  (The LSTM's Grad-CAM does not localise: see the strict xfail above.)"""
+    assert hit_fraction(name) >= 0.5
+
+
+@pytest.mark.parametrize("name", ["nodule-attention2d", "nodule-cnn2d"])
+def test_2d_heatmap_on_a_finer_grid_lies_where_it_lies_on_the_model_grid(name):
+    """The map follows the image's world geometry, not its array: 0.5 mm pixels, shifted origin.
+    The card resamples to 1 mm for the model and the map comes back onto the 0.5 mm grid."""
+    samples, indices = positives()
+    card = find_model(name)
+    hit = [i for i in indices if heatmap_hit(explain(sample_image(samples, i, 2), card, preprocess=False), samples, i)]
+    index = hit[0]
+    image = sample_image(samples, index, 2)
+    low = image.index_to_world([0, 0]) - 0.25  # the 1 mm pixels' outer edge: the 0.5 mm grid covers them
+    fine = Geometry((0.5, 0.5), tuple(low), (1.0, 0.0, 0.0, 1.0))
+    source = regrid(image, fine, (128, 128))
+    heatmap = explain(source, card, preprocess=False)
+    assert heatmap.spatial_shape == (128, 128) and heatmap.geometry == fine
+    original_peak = heatmap_peak_mm(explain(image, card, preprocess=False))
+    assert np.linalg.norm(heatmap_peak_mm(heatmap) - original_peak) <= 1.5
+    assert heatmap_hit(heatmap, samples, index)
+
+
+def test_mil_heatmap_on_another_volume_grid_lies_where_the_nodule_is():
+    samples, indices = positives()
+    card = find_model("nodule-mil3d")
+    index = indices[0]
+    image = sample_image(samples, index, 3)
+    low = image.index_to_world([0, 0, 0])
+    high = image.index_to_world(np.asarray(image.spatial_shape, float) - 1)
+    # z reversed (slice 0 is the most superior), 1.4 x 1.4 x 2.0 mm
+    geometry = Geometry((1.4, 1.4, 2.0), (low[0], low[1], high[2]), (1, 0, 0, 0, 1, 0, 0, 0, -1))
+    shape = (19, 45, 45)
+    source = regrid(image, geometry, shape)
+    heatmap = explain(source, card, preprocess=False)
+    assert heatmap.spatial_shape == shape and heatmap.geometry == geometry
+    centres = samples.true_nodules(index)
+    distances = np.linalg.norm(centres[:, :3] - heatmap_peak_mm(heatmap)[None], axis=1)
+    assert np.any(distances <= 0.5 * centres[:, 3] + 1.5)
+
+
+def test_the_card_window_is_applied_to_hounsfield_units():
+    samples, indices = positives()
+    card = find_model("nodule-attention2d")
+    windowed = sample_image(samples, indices[0], 2)
+    hu = windowed.with_array(windowed.array * 1500.0 - 1350.0)  # the lung window's inverse
+    np.testing.assert_allclose(explain(hu, card).array, explain(windowed, card, preprocess=False).array, atol=1e-4)
+    # windowing an already windowed image is not the same input
+    assert not np.allclose(explain(windowed, card).array, explain(windowed, card, preprocess=False).array, atol=1e-3)
+
+
+def test_2d_model_on_a_volume_explains_the_chosen_slices_on_the_volume_grid():
+    samples, indices = positives()
+    card = find_model("nodule-attention2d")
+    index = indices[0]
+    volume = sample_image(samples, index, 3)
+    key = int(samples.key_slice[index])
+    heatmap = explain(volume, card, slices=[key], preprocess=False)
+    assert heatmap.spatial_shape == volume.spatial_shape and heatmap.geometry == volume.geometry
+    assert not heatmap.array[np.arange(16) != key].any()
+    np.testing.assert_allclose(heatmap.array[key], explain(sample_image(samples, index, 2), card,
+                                                           preprocess=False).array, atol=1e-6)
+    peak = heatmap_peak_mm(heatmap)
+    assert peak[2] == pytest.approx(volume.index_to_world([key, 0, 0])[2])
+    with pytest.raises(MedcadError, match="slice out of range"):
+        explain(volume, card, slices=[16], preprocess=False)
+
+
+def test_a_volume_larger_than_the_window_is_explained_in_overlapping_windows():
+    samples, indices = positives()
+    card = find_model("nodule-mil3d")
+    index = indices[0]
+    image = sample_image(samples, index, 3)
+    lung = float(np.percentile(image.array, 10))  # a plain lung-like border (reflection would copy the nodule)
+    padded = np.pad(image.array, ((0, 0), (20, 30), (40, 10)), mode="constant", constant_values=lung)
+    geometry = image.geometry.shifted([0, -20, -40])
+    big = MedicalImage(padded, geometry, modality="CT", name="bigger")
+    heatmap = explain(big, card, preprocess=False)
+    assert heatmap.metadata["windows"] > 1 and heatmap.spatial_shape == padded.shape
+    assert 0.0 <= heatmap.array.min() and heatmap.array.max() <= 1.0
+    centres = samples.true_nodules(index)
+    distances = np.linalg.norm(centres[:, :3] - heatmap_peak_mm(heatmap)[None], axis=1)
+    assert np.any(distances <= 0.5 * centres[:, 3])
