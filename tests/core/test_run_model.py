@@ -158,3 +158,9 @@ def test_graph_rescorer_runs_by_default_and_can_be_switched_off(case, result):
     assert plain.graph is None and plain.report["rescoring"]["skipped"] == "switched off"
     assert all("gnn" not in f.scores for f in plain.findings)
     assert all(f.probability >= find_model("lung-nodule-ct").threshold for f in plain.findings)
+
+
+@pytest.mark.parametrize("name", ["nodule-cnn2d", "lung-nodule-gnn"])
+def test_classifiers_and_rescorers_are_refused_with_a_message(case, name):
+    with pytest.raises(MedcadError, match=f"model '{name}'"):
+        run_model(case.image, name, device="cpu")

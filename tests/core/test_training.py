@@ -105,3 +105,15 @@ def test_sample_batch_centres_negatives_on_vessels():
     images, targets, weights = sample_batch([case], np.random.default_rng(0), recipe)
     assert images.shape == targets.shape == weights.shape == (8, 1, 16, 24, 24)
     assert all((patch > 2.0).any() for patch in images[:, 0])  # every patch holds the vessel voxel
+
+
+def test_every_builtin_model_has_a_recipe_with_its_trainer():
+    from napari_medcad.core.models.registry import BUILTIN_DIR
+    from napari_medcad.core.training.builtin import BUILTIN_RECIPES
+
+    shipped = {folder.name for folder in BUILTIN_DIR.iterdir() if (folder / "card.yaml").exists()}
+    assert shipped and shipped <= set(BUILTIN_RECIPES)
+    for name in shipped:
+        card = read_card(BUILTIN_DIR / name / "card.yaml")
+        template = BUILTIN_RECIPES[name][0]
+        assert (template["family"], template["task"]) == (card.family, card.task), name

@@ -227,3 +227,25 @@ def test_rescorer_is_not_listed_alone_and_its_switch_follows_the_model(widget):
     assert "lung-nodule-ct" in names and "lung-nodule-gnn" not in names  # it runs inside its detector
     assert widget.select_model("lung-nodule-ct")
     assert widget.rescore_check.isEnabled() and widget.rescore_check.isChecked()
+
+
+def test_explain_adds_a_heatmap_over_the_image_and_the_switch_hides_it(widget, qtbot):
+    from napari_medcad.napari.explain_layers import explanation_layers_of
+
+    names = [widget.explain_combo.itemData(i) for i in range(widget.explain_combo.count())]
+    assert {"nodule-cnn2d", "nodule-attention2d", "nodule-mil3d"} <= set(names)
+    widget.explain_combo.setCurrentIndex(names.index("nodule-attention2d"))
+    image_layer = widget.image_layer()
+    widget.viewer.dims.set_point(0, image_layer.data_to_world((5, 0, 0))[0])  # the first blob's slice
+    worker = widget.explain()
+    assert worker is not None, widget.message.text()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=60000)
+    assert widget.runner.last_error is None, widget.runner.last_error
+    layers = explanation_layers_of(widget.viewer.layers, image_layer.name)
+    assert len(layers) == 1 and layers[0].visible
+    heat = layers[0]
+    assert heat.data.shape == image_layer.data.shape  # on the source grid, with its transform
+    np.testing.assert_allclose(heat.data_to_world((5, 10, 10)), image_layer.data_to_world((5, 10, 10)), atol=1e-6)
+    assert heat.data[5].max() > 0 and not heat.data[0].any()  # only the current slice was explained
+    widget.explain_check.setChecked(False)
+    assert not heat.visible

@@ -56,6 +56,10 @@ def _card_of(model: str | ModelCard) -> ModelCard:
 
 def check_input(image: MedicalImage, card: ModelCard) -> None:
     """Refuse images the model cannot read, with a message a user understands."""
+    if card.task not in ("detection", "segmentation") or card.inference.get("stage") == "rescore":
+        what = "rescores a detector's candidates" if card.inference.get("stage") == "rescore" else f"is a {card.task} model"
+        raise MedcadError(f"model '{card.name}' {what}: run_model runs detection and segmentation models "
+                          "(explanations of classifiers: napari_medcad.core.explain)")
     if image.rgb:
         raise MedcadError(f"model '{card.name}' needs a grey-level {card.modality} image; '{image.name}' is a colour picture")
     if image.ndim != card.dims:

@@ -70,8 +70,10 @@ LUNG_NODULE_CT_TRAINING: dict[str, Any] = {
 
 from .gnn import GNN_CARD, GNN_TRAINING  # noqa: E402  (the graph rescorer's recipe)
 
+from .classifiers import CLASSIFIER_RECIPES  # noqa: E402  (the four image-level classifiers)
+
 BUILTIN_RECIPES = {"lung-nodule-ct": (LUNG_NODULE_CT_CARD, LUNG_NODULE_CT_TRAINING),
-                   "lung-nodule-gnn": (GNN_CARD, GNN_TRAINING)}
+                   "lung-nodule-gnn": (GNN_CARD, GNN_TRAINING), **CLASSIFIER_RECIPES}
 
 
 def _builtin_dir(name: str) -> Path:
@@ -107,6 +109,10 @@ def train_builtin(name: str, out_dir: str | os.PathLike | None = None, progress:
         from .gnn import train_gnn
 
         return train_gnn(copy.deepcopy(card_template), recipe, out_dir, progress)
+    if card_template.get("task") == "classification":  # CNN / LSTM / attention / MIL on phantom patches
+        from .classifiers import train_classifier
+
+        return train_classifier(copy.deepcopy(card_template), recipe, out_dir, progress)
     from .loop import train_segmentation_detector
 
     return train_segmentation_detector(copy.deepcopy(card_template), recipe, out_dir, progress)

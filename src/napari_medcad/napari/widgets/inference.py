@@ -55,6 +55,7 @@ from ..findings_layers import (
     result_layer_data,
     role_of,
 )
+from ..explain_layers import add_explanation_layer, show_explanations
 from ..graph_layers import ROLE_GRAPH_EDGES, ROLE_GRAPH_NODES, add_graph_layers, graph_layer_data
 from ..jobs import JobRunner, notify_error
 from ..layers import META_KEY, image_from_layer
@@ -109,6 +110,20 @@ def _remove_layer(layers, layer) -> None:
         gc.unfreeze()
 
 
+def _explain_job(image, card, slices, warmed_up: threading.Event | None = None, progress=None):
+    """In the worker: the classifier's explanation heatmap on the image's grid, or an error."""
+    from ...core.explain import explain
+
+    if warmed_up is not None:
+        warmed_up.wait()
+    try:
+        return explain(image, card, slices=slices, progress=progress)
+    except MedcadError as err:
+        return _UserError(err)
+    except Cancelled:
+        return None
+
+
 class _Background(QObject):
     """Carries the warm-up thread's answer to the GUI thread."""
 
@@ -155,6 +170,14 @@ class InferenceWidget(QWidget):
         self.rescore_check = QCheckBox("graph false-positive reduction (GNN)")
         self.rescore_check.setChecked(True)
         self.rescore_check.setToolTip("rescore the detector's candidates with the model's graph neural network")
+        self.explain_combo = QComboBox()
+        self.explain_button = QPushButton("Explain")
+        self.explain_button.setToolTip("Grad-CAM (CNN, LSTM) or the model's own attention (attention, MIL) "
+                                       "as a heatmap over the image; a 2-D model explains the current slice")
+        self.explain_button.clicked.connect(lambda: self.explain())
+        self.explain_check = QCheckBox("show explanations")
+        self.explain_check.setChecked(True)
+        self.explain_check.toggled.connect(self._show_explanations)
         self.run_button = QPushButton("Run")
         self.run_button.clicked.connect(lambda: self.run())
         self.runner = JobRunner()
@@ -180,6 +203,11 @@ class InferenceWidget(QWidget):
         layout.addWidget(self.heatmap_check)
         layout.addWidget(self.rescore_check)
         layout.addWidget(self.run_button)
+        explain_form = QFormLayout()
+        explain_form.addRow("explain with", self.explain_combo)
+        layout.addLayout(explain_form)
+        layout.addWidget(self.explain_button)
+        layout.addWidget(self.explain_check)
         layout.addWidget(self.runner)
         layout.addWidget(self.message)
         layout.addStretch(1)
@@ -222,12 +250,19 @@ class InferenceWidget(QWidget):
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
         self._cards = {}
+        explainers: list = []
         for card in cards:
-            if card.inference.get("stage") == "rescore":  # runs inside its detector, not alone
-                continue
+            if card.task == "classification" and card.inference.get("stage") != "rescore":
+                explainers.append(card)
+            if card.inference.get("stage") == "rescore" or card.task not in ("detection", "segmentation"):
+                continue  # a rescorer runs inside its detector; classifiers make explanations, not findings
             self._cards[card.name] = card
             self.model_combo.addItem(f"{card.name} ({card.task}, {card.dims}-D {card.modality})", card.name)
         self.model_combo.addItem("Browse...", BROWSE)
+        self.explain_combo.clear()
+        for card in explainers:
+            self._cards[card.name] = card
+            self.explain_combo.addItem(f"{card.name} ({card.family}, {card.dims}-D)", card.name)
         self.model_combo.setCurrentIndex(0)
         self.model_combo.blockSignals(False)
         self._describe_model()
@@ -306,17 +341,27 @@ class InferenceWidget(QWidget):
         return self.runner.running or bool(self._pending)
 
     # running --------------------------------------------------------------------------------
+    def _inputs(self, action: str, chosen_card):
+        """The chosen image layer, its MedicalImage and the chosen card; MedcadError if not ready."""
+        self.message.setText("")
+        if self.busy:
+            raise MedcadError("a model is already running; wait for it or cancel it")
+        layer = self.image_layer()
+        if layer is None:
+            raise MedcadError(f"choose an image layer to {action}")
+        card = chosen_card()
+        return layer, image_from_layer(layer), card
+
+    def _explainer_card(self):
+        card = self._cards.get(self.explain_combo.currentData())
+        if card is None:
+            raise MedcadError("no classifier to explain with")
+        return card
+
     def run(self):
         """Start the model on the chosen image; returns the worker, or None if nothing started."""
-        self.message.setText("")
-        layer = self.image_layer()
         try:
-            if self.busy:
-                raise MedcadError("a model is already running; wait for it or cancel it")
-            if layer is None:
-                raise MedcadError("choose an image layer to run the model on")
-            card = self.model_card()
-            image = image_from_layer(layer)
+            layer, image, card = self._inputs("run the model on", self.model_card)
         except MedcadError as err:
             return self._fail(err)
         previous = findings_layers_of(self.viewer.layers, layer.name)
@@ -330,6 +375,33 @@ class InferenceWidget(QWidget):
             on_result=lambda result: self._add_result(result, layer.name),
             on_finish=lambda: self.run_button.setEnabled(not self.busy),
         )
+
+    def explain(self):
+        """Explain the chosen image with the chosen classifier (2-D models: the current slice)."""
+        try:
+            layer, image, card = self._inputs("explain", self._explainer_card)
+        except MedcadError as err:
+            return self._fail(err)
+        slices = None
+        if card.dims == 2 and image.ndim == 3:
+            slices = [int(round(layer.world_to_data(self.viewer.dims.point)[0]))]
+        self.explain_check.setChecked(True)
+        return self.runner.start(_explain_job, image, card, slices, self.warmed_up,
+                                 on_result=lambda heat: self._add_explanation(heat, layer))
+
+    def _add_explanation(self, heat, layer) -> None:
+        if heat is None:  # cancelled
+            return
+        if isinstance(heat, _UserError):
+            return self._fail(heat.error)
+        if layer in self.viewer.layers:
+            add_explanation_layer(self.viewer, heat, layer)
+            self.message.setText(f"explanation of '{layer.name}' added (adjust its opacity in the layer controls)")
+
+    def _show_explanations(self, checked: bool) -> None:
+        layer = self.image_layer()
+        if layer is not None:
+            show_explanations(self.viewer, layer.name, bool(checked))
 
     def _confirm_replace(self, name: str) -> bool:
         answer = QMessageBox.question(
