@@ -131,7 +131,29 @@ def shot_review(viewer, app):
     return None
 
 
-SHOTS = {"preprocess": shot_preprocess, "findings": shot_findings, "review": shot_review}
+def shot_graph(viewer, app):
+    """The detector + GNN on the real CT with the candidate graph shown, and the attention map of
+    the self-attention classifier over the expert nodule's slice."""
+    from napari_medcad.napari.demo import show_labelled_slice
+    from napari_medcad.napari.widgets.inference import InferenceWidget
+
+    expert_layer = shot_findings(viewer, app)  # runs lung-nodule-ct with its GNN rescorer
+    widget = next(w for w in viewer.window.dock_widgets.values() if isinstance(w, InferenceWidget))
+    while widget.busy:
+        _settle(app, 1)
+    for layer in viewer.layers:  # the graph over the image: hide masks, boxes and heatmap
+        if any(word in layer.name for word in ("findings", "boxes", "masks", "probability")):
+            layer.visible = False
+    show_labelled_slice(viewer, expert_layer)
+    _settle(app)
+    widget.explain_combo.setCurrentIndex(widget.explain_combo.findData("nodule-attention2d"))
+    widget.explain()
+    _wait(app, widget.runner)
+    _settle(app)
+    return expert_layer
+
+
+SHOTS = {"preprocess": shot_preprocess, "findings": shot_findings, "review": shot_review, "graph": shot_graph}
 
 
 def main(names: list[str]) -> int:
