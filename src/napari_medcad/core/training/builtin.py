@@ -23,7 +23,8 @@ LUNG_NODULE_CT_CARD: dict[str, Any] = {
     "version": "0.1.0",
     "description": (
         "Lung nodule detector for chest CT: a small 3-D U-Net (MONAI BasicUNet) segments nodules "
-        "at 1.5 x 1.5 x 2 mm; each connected region above the threshold is one finding. Trained only "
+        "at 1.5 x 1.5 x 2 mm; each connected region is a candidate, rescored by the graph network "
+        "lung-nodule-gnn with its neighbours (switch it off to see the CNN alone). Trained only "
         "on napari-medcad's synthetic chest CT phantoms. Research use; not a medical device."
     ),
     "modality": "CT",
