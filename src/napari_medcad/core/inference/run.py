@@ -338,6 +338,14 @@ def warm_up() -> None:
     from ..preprocess import lung_mask  # noqa: F401
     from . import decode, engine  # noqa: F401
 
+    try:  # the graph rescorer's stack (optional: without it rescoring is skipped)
+        import torch_geometric.nn  # noqa: F401
+
+        from ..graph import rescore  # noqa: F401
+        from ..models.networks import gnn  # noqa: F401
+    except ImportError:
+        pass
+
 
 def _pipeline_device(device: str) -> str:
     """Preprocessing runs where inference runs; "auto" lets each step choose."""
