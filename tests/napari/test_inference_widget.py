@@ -249,3 +249,24 @@ def test_explain_adds_a_heatmap_over_the_image_and_the_switch_hides_it(widget, q
     assert heat.data[5].max() > 0 and not heat.data[0].any()  # only the current slice was explained
     widget.explain_check.setChecked(False)
     assert not heat.visible
+
+
+def test_lung_detector_adds_its_graph_and_a_rerun_replaces_it(make_napari_viewer, qtbot):
+    pytest.importorskip("torch_geometric")
+    from napari_medcad.core.phantom import PhantomConfig, generate_chest_ct
+    from napari_medcad.napari.graph_layers import graph_layers_of
+
+    config = PhantomConfig(shape_zyx=(40, 160, 160), spacing_xyz=(1.8, 1.8, 2.5), first_slice_z_mm=-250.0,
+                           n_nodules=(2, 2), nodule_diameter_mm=(10.0, 16.0))
+    viewer = make_napari_viewer()
+    image = generate_chest_ct(3, config).image
+    data, kwargs, _ = image_layer_data(image.with_array(image.array, name="phantom"))
+    viewer.add_image(data, **kwargs)
+    widget = InferenceWidget(viewer)
+    assert widget.select_model("lung-nodule-ct") and widget.rescore_check.isChecked()
+    widget.device_combo.setCurrentIndex(widget.device_combo.findData("cpu"))
+    for _ in range(2):
+        run_to_end(widget, qtbot, timeout=120000)
+        graph = graph_layers_of(viewer.layers, "phantom")
+        assert len(graph) == 2, [layer.name for layer in viewer.layers]  # edges + nodes, never twice
+        assert len(findings_layers_of(viewer.layers, "phantom")) >= 3

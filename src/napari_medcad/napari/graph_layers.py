@@ -18,7 +18,7 @@ from ..core.findings import Findings
 from ..core.graph import CandidateGraph
 from ..core.image import MedicalImage
 from .findings_layers import PROBABILITY_COLORMAP
-from .layers import layer_metadata
+from .layers import META_KEY, layer_metadata
 
 ROLE_GRAPH_NODES = "graph_nodes"
 ROLE_GRAPH_EDGES = "graph_edges"
@@ -104,6 +104,16 @@ def graph_layer_data(
                     "border_contrast_limits", "text"):
             points[1].pop(key)
     return [edges, points]
+
+
+def graph_layers_of(layers, source_layer: str) -> list:
+    """The candidate-graph layers made for the layer named ``source_layer``."""
+    found = []
+    for layer in layers:
+        info = layer.metadata.get(META_KEY, {}) if isinstance(layer.metadata, dict) else {}
+        if info.get("role") in (ROLE_GRAPH_NODES, ROLE_GRAPH_EDGES) and info.get("source_layer") == source_layer:
+            found.append(layer)
+    return found
 
 
 def add_graph_layers(viewer, layer_data: list[tuple[Any, dict, str]]) -> list:

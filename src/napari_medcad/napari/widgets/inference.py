@@ -56,7 +56,7 @@ from ..findings_layers import (
     role_of,
 )
 from ..explain_layers import add_explanation_layer, show_explanations
-from ..graph_layers import ROLE_GRAPH_EDGES, ROLE_GRAPH_NODES, add_graph_layers, graph_layer_data
+from ..graph_layers import ROLE_GRAPH_EDGES, ROLE_GRAPH_NODES, add_graph_layers, graph_layer_data, graph_layers_of
 from ..jobs import JobRunner, notify_error
 from ..layers import META_KEY, image_from_layer
 
@@ -423,7 +423,8 @@ class InferenceWidget(QWidget):
         added: list = []
         steps: list[Callable[[], None]] = [
             (lambda old=old: _remove_layer(self.viewer.layers, old))
-            for old in findings_layers_of(self.viewer.layers, source_name)
+            for old in findings_layers_of(self.viewer.layers, source_name) + graph_layers_of(self.viewer.layers,
+                                                                                               source_name)
         ]
         steps += [(lambda one=one: added.extend(self._add_layer(one))) for one in layer_data]
         steps.append(lambda: self._layers_added(result, source_name, added))
