@@ -149,6 +149,7 @@ def test_graph_rescorer_runs_by_default_and_can_be_switched_off(case, result):
     assert result.graph is not None and result.graph.n_nodes == rescoring["candidates"] >= len(result.findings)
     threshold = result.findings.provenance["threshold"]
     assert threshold == rescoring["threshold"]
+    assert result.findings.provenance["rescored_by"]["model"] == "lung-nodule-gnn"
     for finding in result.findings:
         assert {"cnn", "gnn"} <= set(finding.scores) and finding.probability == finding.scores["gnn"] >= threshold
     # the masks of candidates the GNN dropped are gone from the label map

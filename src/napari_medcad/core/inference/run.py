@@ -248,13 +248,13 @@ def run_model(
         rescoring.update(candidates=graph.n_nodes, kept=len(findings))
         timings["rescore_s"] = time.perf_counter() - clock
     timings["total_s"] = time.perf_counter() - started
-    timings["total_s"] = time.perf_counter() - started
 
     findings.provenance = {
+        **findings.provenance,  # the rescorer's own entry (rescored_by), if one ran
         "model": card.name,
         "model_version": card.version,
         "threshold": threshold,
-        "decoding": dict(card.decoding),
+        "decoding": decoding,
         "device": engine_report.device,
     }
     summary: dict[str, Any] = {
