@@ -422,7 +422,7 @@ def train_classifier(card_data: dict, recipe: dict, out_dir: Path, progress: Pro
 
     from ..models.card import ModelCard
     from ..models.networks import build
-    from .loop import _atomic_torch_save, _versions
+    from .loop import _versions, save_weights
 
     started = time.perf_counter()
     previous_threads = torch.get_num_threads()
@@ -495,7 +495,7 @@ def train_classifier(card_data: dict, recipe: dict, out_dir: Path, progress: Pro
         train_seconds = time.perf_counter() - started - data_seconds
         network.eval()
         weights_path = out_dir / card.weights
-        _atomic_torch_save({k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}, weights_path)
+        save_weights(network, weights_path)
         card_path = out_dir / "card.yaml"
         card.provenance = {
             "trained_with": f"napari-medcad train-builtin {card.name}",

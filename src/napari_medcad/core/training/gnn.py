@@ -285,7 +285,7 @@ def train_gnn(card_data: dict, recipe: dict, out_dir: str | os.PathLike, progres
     from ..models.networks import build
     from ..models.registry import find_model
     from ..phantom.cases import case_seed
-    from .loop import _atomic_torch_save, _versions
+    from .loop import _versions, save_weights
 
     started = time.perf_counter()
     out_dir = Path(out_dir)
@@ -357,8 +357,7 @@ def train_gnn(card_data: dict, recipe: dict, out_dir: str | os.PathLike, progres
         train_seconds = time.perf_counter() - clock
         network.eval()
         weights_path = out_dir / card.weights
-        _atomic_torch_save({key: value.detach().cpu().contiguous() for key, value in network.state_dict().items()},
-                           weights_path)
+        save_weights(network, weights_path)
 
         report(progress, 95, 100, "validation")
         validation: dict[str, Any] = {}

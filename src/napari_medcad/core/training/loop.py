@@ -138,9 +138,12 @@ def detector_loss(logits, targets, weights):
     return bce + dice
 
 
-def _atomic_torch_save(state: dict, path: Path) -> None:
+def save_weights(network, path: Path) -> None:
+    """The network's state dict (plain CPU tensors, loadable with ``weights_only=True``), written
+    to a temporary file and renamed: every built-in trainer saves its weights through here."""
     import torch
 
+    state = {key: value.detach().cpu().contiguous() for key, value in network.state_dict().items()}
     temporary = path.with_name(f".{path.name}.partial")
     torch.save(state, temporary)
     os.replace(temporary, path)
@@ -205,7 +208,7 @@ def train_segmentation_detector(card_data: dict, recipe: dict, out_dir: Path, pr
         train_seconds = time.perf_counter() - started - data_seconds
         network.eval()
         weights_path = out_dir / card.weights
-        _atomic_torch_save({k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}, weights_path)
+        save_weights(network, weights_path)
         card_path = out_dir / "card.yaml"
         card.path = card_path
 
