@@ -250,14 +250,19 @@ def main(argv=None) -> int:
                      f"mean {compared['mean_abs_diff_in_mask']:.4f}", ""))
         for label in ("card threshold", "0.5"):
             rows.append((f"tiled+mask vs plain: findings at {label}", compared[label], ""))
+    print_table(rows, "bench_detection.py", argv)
+    print(f"torch threads: {torch.get_num_threads()}")
+    return 0
+
+
+def print_table(rows, script: str, argv=None) -> None:
+    """(figure, value, target) rows as an aligned table, then the command that made them."""
     width = max(len(r[0]) for r in rows)
     print(f"{'figure':<{width}} | value | target")
     print(f"{'-' * width}-|-------|-------")
     for name, value, target in rows:
         print(f"{name:<{width}} | {value} | {target}")
-    print(f"\ncommand: {shlex.join([Path(sys.executable).name, 'benchmarks/bench_detection.py', *(argv or sys.argv[1:])])}")
-    print(f"torch threads: {torch.get_num_threads()}")
-    return 0
+    print(f"\ncommand: {shlex.join([Path(sys.executable).name, 'benchmarks/' + script, *(argv or sys.argv[1:])])}")
 
 
 if __name__ == "__main__":

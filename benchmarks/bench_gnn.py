@@ -20,7 +20,6 @@ Prints one table:
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_detection import BENCH_SEED, REAL  # noqa: E402  (the same held-out cases and real CT)
+from bench_detection import BENCH_SEED, REAL, print_table  # noqa: E402  (the same held-out cases and real CT)
 
 TARGET_SENSITIVITY = 0.90
 
@@ -207,12 +206,7 @@ def main(argv=None) -> int:
         b = big_ct(cnn, gnn_card)
         rows.append(("300x512x512 CT: time", f"run_model {b['cnn_seconds']:.1f} s, GNN stage {b['gnn_seconds']:.2f} s "
                      f"({b['gnn_seconds'] / b['cnn_seconds']:.1%}, {b['candidates']} candidates)", "<= 10%"))
-    width = max(len(r[0]) for r in rows)
-    print(f"{'figure':<{width}} | value | target")
-    print(f"{'-' * width}-|-------|-------")
-    for name, value, target in rows:
-        print(f"{name:<{width}} | {value} | {target}")
-    print(f"\ncommand: {shlex.join([Path(sys.executable).name, 'benchmarks/bench_gnn.py', *(argv or sys.argv[1:])])}")
+    print_table(rows, "bench_gnn.py", argv)
     print(f"torch threads: {torch.get_num_threads()}; CNN weights {cnn.provenance.get('seconds', {})}")
     return 0
 

@@ -434,9 +434,10 @@ class InferenceWidget(QWidget):
 
     def _add_layer(self, layer_tuple) -> list:
         data, kwargs, kind = layer_tuple
-        if (kwargs.get("metadata") or {}).get(META_KEY, {}).get("role") == ROLE_HEATMAP:
+        role = (kwargs.get("metadata") or {}).get(META_KEY, {}).get("role")
+        if role == ROLE_HEATMAP:
             kwargs = {**kwargs, "visible": self.heatmap_check.isChecked()}  # as the box is now
-        if (kwargs.get("metadata") or {}).get(META_KEY, {}).get("role") in (ROLE_GRAPH_EDGES, ROLE_GRAPH_NODES):
+        if role in (ROLE_GRAPH_EDGES, ROLE_GRAPH_NODES):
             return add_graph_layers(self.viewer, [(data, kwargs, kind)])
         return add_findings_layers(self.viewer, [(data, kwargs, kind)])
 
