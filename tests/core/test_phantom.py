@@ -172,6 +172,25 @@ def test_zero_nodules_give_empty_labels():
     assert not case.labels.array.any()
 
 
+def test_truth_holds_only_what_the_field_of_view_shows():
+    """A cropped (targeted) reconstruction: nodules outside the reconstruction circle show as
+    padding in the image, so they are not in the truth, and no label voxel lies outside it."""
+    cropped = PhantomConfig(shape_zyx=(40, 128, 128), spacing_xyz=(1.2, 1.2, 4.0), first_slice_z_mm=-200.0,
+                            n_nodules=(10, 10))
+    uncropped = PhantomConfig(**{**cropped.__dict__, "fov_padding_hu": None})
+    kept = drawn = 0
+    for seed in (0, 3, 6):
+        case = generate_chest_ct(seed, cropped)
+        outside = case.image.array[0] == -1024  # the padding (the circle's outside) on every slice
+        outside &= (case.image.array == -1024).all(axis=0)
+        assert not case.labels.array[:, outside].any()
+        assert [n.id for n in case.nodules] == list(range(1, len(case.nodules) + 1))
+        assert sorted(set(np.unique(case.labels.array)) - {0}) == [n.id for n in case.nodules]
+        kept += len(case.nodules)
+        drawn += len(generate_chest_ct(seed, uncropped).nodules)
+    assert 0 < kept < drawn  # the circle of a 154 mm field leaves some of the chest's nodules out
+
+
 def test_vessel_attached_nodules_touch_a_vessel():
     config = PhantomConfig(shape_zyx=(60, 256, 256), spacing_xyz=(1.2, 1.2, 2.0), n_nodules=(3, 3),
                            juxta_vascular_fraction=1.0, juxta_pleural_fraction=0.0)

@@ -24,7 +24,7 @@ def thick_slices(volume: np.ndarray, group: int) -> np.ndarray:
     return volume.reshape(nz // group, group, ny, nx).mean(axis=1, dtype=np.float32)
 
 
-def _field_of_view(grid: VoxelGrid) -> np.ndarray:
+def field_of_view(grid: VoxelGrid) -> np.ndarray:
     """True inside the reconstruction circle inscribed in the in-plane grid."""
     _, y_mm, x_mm = grid.axes_mm
     centre_y, centre_x = 0.5 * (y_mm[0] + y_mm[-1]), 0.5 * (x_mm[0] + x_mm[-1])
@@ -39,7 +39,7 @@ def acquire(hu: np.ndarray, grid: VoxelGrid, config: PhantomConfig, rng: np.rand
     _, spacing_y, spacing_x = grid.spacing_zyx
     blur = (0.0, config.blur_sigma_mm / spacing_y, config.blur_sigma_mm / spacing_x)
     grain = 0.5 * config.noise_grain_mm / np.array([spacing_y, spacing_x])
-    inside = _field_of_view(grid) if config.fov_padding_hu is not None else None
+    inside = field_of_view(grid) if config.fov_padding_hu is not None else None
     result = np.empty(hu.shape, np.int16)
     noise_gain = None
     for first in range(0, hu.shape[0], _SLAB):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..image import Geometry, MedicalImage
-from .acquisition import acquire, thick_slices
+from .acquisition import acquire, field_of_view, thick_slices
 from .config import PhantomConfig
 from .grid import VoxelGrid
 from .nodules import PhantomNodule
@@ -53,13 +53,21 @@ def draw_scanned_patient(seed: int, config: PhantomConfig) -> Patient:
     return draw_patient(seed, config, nodule_box_xyz=scanned_box(config))
 
 
-def _nodule_labels(patient: Patient, masks, grid: VoxelGrid, group: int):
-    """Instance labels on the scanner grid and the nodules that have them, numbered from 1."""
+def _nodule_labels(patient: Patient, masks, grid: VoxelGrid, group: int, inside_fov: np.ndarray | None):
+    """Instance labels on the scanner grid and the nodules that have them, numbered from 1.
+
+    With a circular field of view (``inside_fov``, in-plane), a nodule whose centre the circle
+    leaves out is not in the truth (the image shows padding there, not a nodule) and label
+    voxels outside the circle are cleared: a detector must not be taught to fire on padding."""
     labels = np.zeros(grid.shape_zyx, np.uint16)
     records = []
     for model, placed in zip(patient.nodules, masks):
         if placed is None:
             continue
+        if inside_fov is not None:
+            _, y, x = np.rint(grid.geometry.world_to_index(model.centre_xyz)).astype(int)
+            if not (0 <= y < inside_fov.shape[0] and 0 <= x < inside_fov.shape[1] and inside_fov[y, x]):
+                continue
         box, body = placed
         occupancy = thick_slices(body.astype(np.float32), group)
         box = (slice(box[0].start // group, box[0].stop // group),) + box[1:]
@@ -69,6 +77,8 @@ def _nodule_labels(patient: Patient, masks, grid: VoxelGrid, group: int):
         identifier = len(records) + 1
         labels[box][inside] = identifier
         centre = model.centre_xyz
+        if inside_fov is not None:
+            labels[box][..., ~inside_fov[box[1:]]] = 0
         records.append(PhantomNodule(
             id=identifier,
             centre_world_mm=tuple(float(c) for c in centre),
@@ -93,7 +103,8 @@ def generate_chest_ct(seed: int, config: PhantomConfig | None = None) -> Phantom
     hu = acquire(thick_slices(rendered.hu, group), grid, config, random_stream(seed, "scanner"))
     lungs = (thick_slices(rendered.lungs.view(np.uint8), group) >= 0.5).astype(np.uint8)
     vessels = (thick_slices(rendered.vessels.view(np.uint8), group) >= 0.5).astype(np.uint8)
-    labels, nodules = _nodule_labels(patient, rendered.nodule_masks, grid, group)
+    inside_fov = field_of_view(grid) if config.fov_padding_hu is not None else None
+    labels, nodules = _nodule_labels(patient, rendered.nodule_masks, grid, group, inside_fov)
     name = f"phantom_s{seed}"
     metadata = {
         "source": "napari-medcad synthetic chest CT phantom",
