@@ -229,7 +229,10 @@ def phantom_candidates(seed: int, config, cnn_card, recipe: dict[str, Any], cach
         return candidates
 
     config_key = hashlib.sha256(repr(config).encode()).hexdigest()[:10]
-    key = f"{cnn_card.name}-{digest}-t{recipe['candidate_threshold']}-m{recipe['max_candidates']}-s{seed}-c{config_key}"
+    # the candidates depend on how the detector is run too (windows, masks, decoding), not only its weights
+    running = json.dumps([cnn_card.preprocessing, cnn_card.inference, cnn_card.decoding], sort_keys=True, default=str)
+    run_key = hashlib.sha256(running.encode()).hexdigest()[:8]
+    key = f"{cnn_card.name}-{digest}-r{run_key}-t{recipe['candidate_threshold']}-m{recipe['max_candidates']}-s{seed}-c{config_key}"
     return cached_candidates(key, make, cache_dir)
 
 
@@ -392,7 +395,7 @@ def train_gnn(card_data: dict, recipe: dict, out_dir: str | os.PathLike, progres
                         "detector_run_model_when_made": round(sum(c.cnn_seconds for c in train_cases + val_cases), 1),
                         "features": round(feature_seconds, 1),
                         "training": round(train_seconds, 1), "total": round(time.perf_counter() - started, 1),
-                        "cnn_cache": str(cache_dir) if cache_dir else None},
+                        "cnn_outputs_cached": bool(cache_dir)},
             "threads": torch.get_num_threads(),
             "versions": {**_versions(), "torch_geometric": _version("torch_geometric")},
             "untrained": epochs == 0,
