@@ -54,6 +54,43 @@ def test_lung_mask_holds_both_lungs_and_the_pleural_nodule():
         assert not np.any(plane[~truth["body"]])
 
 
+@pytest.mark.parametrize("padding", [None, -3024, -1024])
+def test_lung_mask_of_a_targeted_reconstruction_that_cuts_the_lungs_open(padding):
+    """A field of view smaller than the chest: its rim runs through the chest wall and both
+    lungs, so the lungs are no holes in the body; they must still be found (the first lung mask
+    lost them and inference then skipped the windows holding the nodules).  With a circular
+    field, the scanner pads outside the circle (at -3024, or at an air-like -1024)."""
+    image, truth = chest_phantom()
+    crop = (slice(12, 48), slice(13, 51))
+    array = image.array[(slice(None),) + crop].copy()
+    lungs = truth["lungs"][crop]
+    if padding is not None:
+        yy, xx = np.mgrid[: array.shape[1], : array.shape[2]]
+        outside = (yy - 17.5) ** 2 + (xx - 18.5) ** 2 > 20.0**2
+        array[:, outside] = padding
+        lungs = lungs & ~outside
+    # 4 mm pixels: the toy chest becomes adult-sized (lungs 56 mm wide), as the masks' mm sizes expect
+    cropped = MedicalImage(array, Geometry.identity(3, (4.0, 4.0, 4.0)), modality="CT", name="targeted")
+    for plane in lung_mask(cropped).array:
+        assert dice(plane > 0, lungs) > 0.9
+
+
+def test_lung_mask_keeps_the_table_foam_and_outside_air_out_when_the_body_touches_the_rim():
+    """A field that just fits the body: its rim runs through the body and the table, and closes off
+    the air outside the skin and the table's foam core (as dense as lung); neither may become lung.
+    The lungs are joined (as at the carina), so any impostor would be the second "lung"."""
+    image, truth = chest_phantom()
+    array = image.array.copy()
+    rows = np.mgrid[:64, :64][0]
+    lungs = truth["lungs"] | ((rows >= 18) & (rows <= 20) & (np.mgrid[:64, :64][1] >= 25) & (np.mgrid[:64, :64][1] <= 39))
+    array[:, lungs & ~truth["lungs"]] = -850
+    array[:, (rows == 57) & truth["table"]] = -880  # the table's core row
+    crop = (slice(None), slice(10, 60), slice(8, 56))
+    out = lung_mask(MedicalImage(array[crop], Geometry.identity(3, (4.0, 4.0, 4.0)), modality="CT", name="tight"))
+    for plane in out.array:
+        assert dice(plane > 0, lungs[crop[1:]]) > 0.95
+
+
 def test_masks_on_a_single_slice_and_on_time_frames():
     image, truth = chest_phantom(slices=3)
     single = MedicalImage(image.array[1], Geometry.identity(2, (1.5, 1.5)), modality="CT")

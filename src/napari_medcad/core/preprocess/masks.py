@@ -24,6 +24,12 @@ BODY_OPENING_MM = 3.0
 LUNG_CLOSING_MM = 10.0
 #: an air component is lung if it holds at least this fraction of the largest one (at most two)
 LUNG_MIN_FRACTION = 0.1
+#: a slice whose field-of-view edge runs through tissue for at least this share crops the body
+CROPPED_EDGE_TISSUE = 0.25
+#: air outside the patient is about -1000 HU; lung parenchyma (vessels included) is far denser
+OUTSIDE_AIR_HU = -950.0
+#: ... and a cut-open lung is wide; the table's foam core (as dense as lung) is a thin layer
+CUT_LUNG_MIN_HALF_WIDTH_MM = 10.0
 
 
 def _disk(radius_mm: float, spacing_yx: Sequence[float]) -> np.ndarray:
@@ -65,16 +71,52 @@ def _close_and_fill(plane: np.ndarray, radius_mm: float, spacing_yx: Sequence[fl
     return ndimage.binary_fill_holes(plane)
 
 
+def field_edge(array: np.ndarray) -> np.ndarray:
+    """The in-plane rim of the reconstructed field: the image border, or the rim of the circle
+    when the scanner padded outside it (air-or-lower values identical in every slice)."""
+    from scipy import ndimage
+
+    plane_shape = array.shape[-2:]
+    padding = np.zeros(plane_shape, bool)
+    if array.ndim == 3 and array.shape[0] > 1:
+        padding = (array.min(axis=0) == array.max(axis=0)) & (array[0] <= -1000)
+        if padding.mean() > 0.9:  # nothing but a constant: no circle to find
+            padding[:] = False
+    field = ~padding
+    return field & ~ndimage.binary_erosion(field, border_value=0)
+
+
+def _solid_plane(plane: np.ndarray, threshold_hu: float, edge: np.ndarray, disk: np.ndarray,
+                 spacing_yx: Sequence[float]) -> np.ndarray:
+    """Tissue of one slice, holes filled, opened.  Where the field of view crops the body (its rim
+    runs through tissue), air that the rim closes off is a hole too if it is lung-like: denser than
+    outside air on average and wide (not the table's thin foam core).  So lungs the crop cuts
+    open stay in the body, the air outside the skin stays out."""
+    from scipy import ndimage
+
+    tissue = plane > threshold_hu
+    filled = ndimage.binary_fill_holes(tissue)
+    if edge.any() and tissue[edge].mean() >= CROPPED_EDGE_TISSUE:
+        closed_off, count = ndimage.label(ndimage.binary_fill_holes(tissue | edge) & ~filled)
+        if count:
+            index = np.arange(1, count + 1)
+            dense = np.asarray(ndimage.mean(plane, closed_off, index)) > OUTSIDE_AIR_HU
+            depth = ndimage.distance_transform_edt(closed_off > 0, sampling=spacing_yx)
+            wide = np.asarray(ndimage.maximum(depth, closed_off, index)) >= CUT_LUNG_MIN_HALF_WIDTH_MM
+            filled |= np.isin(closed_off, index[dense & wide])
+    return ndimage.binary_opening(filled, structure=disk)
+
+
 def _body(array: np.ndarray, spacing_zyx: Sequence[float], threshold_hu: float, progress) -> np.ndarray:
     """Per slice: tissue above the threshold, holes filled (lungs, bowel gas), opened to cut it
     loose from the table and cables; then the largest 3-D component.  Filling before opening
-    keeps thin chest walls from being opened."""
-    from scipy import ndimage
-
+    keeps thin chest walls from being opened.  A targeted reconstruction that crops the body
+    (see :func:`_solid_plane`) keeps the lungs the crop cuts open."""
     disk = _disk(BODY_OPENING_MM, spacing_zyx[-2:])
+    edge = field_edge(array)
     solid = per_slice(
         array,
-        lambda plane: ndimage.binary_opening(ndimage.binary_fill_holes(plane > threshold_hu), structure=disk),
+        lambda plane: _solid_plane(plane, threshold_hu, edge, disk, tuple(spacing_zyx[-2:])),
         scaled(progress, 0.0, 0.8),
         "body: threshold, fill, opening",
     )
