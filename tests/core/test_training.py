@@ -30,6 +30,7 @@ def test_two_steps_are_deterministic_and_loadable(tmp_path):
     assert card.name == "lung-nodule-ct" and card.provenance["seed"] == 20240401
     assert card.provenance["epochs"] == 1 and len(card.provenance["losses_per_epoch"]) == 1
     assert card.provenance["recipe"]["train_cases"] == 1 and "torch" in card.provenance["versions"]
+    assert card.inference["roi_size_zyx"] == [16, 32, 32]  # inference windows = the training patches
     load_network(card)  # strict state-dict load through the safe loader
     image = generate_chest_ct(1, PhantomConfig(shape_zyx=(16, 64, 64), spacing_xyz=(3.0, 3.0, 4.0))).image
     result = run_model(image, card, device="cpu")
