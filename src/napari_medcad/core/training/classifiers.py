@@ -16,6 +16,9 @@ One data set serves all four model families, so they can be compared on the same
   A nodule whose voxels differ from the twin by less than ``min_nodule_contrast_hu`` on average
   (one outside the circular field of view) gives no sample.
 
+A recipe's ``train_crops_per_nodule`` cuts more crops per nodule from the training cases only
+(validation and the benchmark keep ``crops_per_nodule``).
+
 2-D models (plain CNN, attention) see the key slice, 3-D models (LSTM, attention MIL) the whole
 sub-volume.  Each sample keeps its world geometry and every nodule inside it (centre in LPS mm,
 diameter), so explanations can be checked in millimetres.  Prepared cases are cached as ``.npz``
@@ -431,7 +434,10 @@ def train_classifier(card_data: dict, recipe: dict, out_dir: Path, progress: Pro
         seed = int(recipe["seed"])
         card = ModelCard.from_dict(card_data)
         epochs = int(recipe["epochs"])
-        train = build_samples(seed, int(recipe["train_cases"]) if epochs else 0, recipe, cache_dir,
+        # more crops per nodule for training only (the same cases; validation and benchmarks cut theirs as usual)
+        train_recipe = {**recipe,
+                        "crops_per_nodule": int(recipe.get("train_crops_per_nodule", recipe["crops_per_nodule"]))}
+        train = build_samples(seed, int(recipe["train_cases"]) if epochs else 0, train_recipe, cache_dir,
                               scaled(progress, 0.0, 0.3)) if epochs else None
         val = build_samples(int(recipe["val_seed"]), int(recipe["val_cases"]), recipe, cache_dir,
                             scaled(progress, 0.3, 0.4)) if epochs and int(recipe["val_cases"]) else None
@@ -604,7 +610,10 @@ _TRAINING_COMMON: dict[str, Any] = {
 }
 
 CLASSIFIER_TRAINING: dict[str, dict[str, Any]] = {
-    "nodule-cnn2d": {**_TRAINING_COMMON, "epochs": 40, "batch_size": 32, "learning_rate": 2e-3},
+    # nine crops per training nodule (three per nodule elsewhere): Grad-CAM peak in the nodule 27 -> 41 of the
+    # benchmark's 57 positives, AUC 0.943 -> 0.952 (fifteen crops: validation 10/27 against nine's 16/27)
+    "nodule-cnn2d": {**_TRAINING_COMMON, "epochs": 40, "batch_size": 32, "learning_rate": 2e-3,
+                     "train_crops_per_nodule": 9},
     "nodule-lstm3d": {**_TRAINING_COMMON, "epochs": 30, "batch_size": 16, "learning_rate": 3e-3,
                       "encoder_from": "nodule-attention2d", "freeze_encoder": True},
     "nodule-attention2d": {**_TRAINING_COMMON, "epochs": 15, "batch_size": 32, "learning_rate": 2e-3},
