@@ -576,11 +576,13 @@ CLASSIFIER_CARDS: dict[str, dict[str, Any]] = {
     ),
     "nodule-lstm3d": _classifier_card(
         "nodule-lstm3d", 3, "rnn",
-        {"name": "slice_lstm", "params": {"features": [16, 32, 64], "hidden": 32, "num_classes": 2}},
+        {"name": "slice_lstm", "params": {"features": [16, 32, 64], "hidden": 32, "num_classes": 2,
+                                          "readout": "max"}},
         "Is there a lung nodule in this 16-slice CT sub-volume (1 x 1 x 2.5 mm, 64 x 64 x 40 mm)? A 2-D CNN "
-        "embeds every slice; a bidirectional LSTM aggregates the slice sequence into the scan probability. "
-        "Slice encoder: the CNN stem of nodule-attention2d (trained on the key slices of the same samples), "
-        "frozen; the LSTM and the head are trained on its outputs for the sub-volumes.",
+        "embeds every slice; a bidirectional LSTM reads the slice sequence, and the maximum of its outputs over "
+        "the slices gives the scan probability. Slice encoder: the CNN stem of nodule-attention2d (trained on the "
+        "key slices of the same samples), frozen; the LSTM and the head are trained on its outputs for the "
+        "sub-volumes.",
         {"method": "gradcam", "target_layer": "encoder.act4"},
     ),
     "nodule-attention2d": _classifier_card(

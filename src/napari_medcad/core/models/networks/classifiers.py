@@ -8,8 +8,11 @@ softmax.  Inputs are single-channel images in [0, 1] (the card's lung window):
   the dense layer stays small (128 x 4 x 4 inputs for 64 x 64 images, a 2.5 MB weights file).
 * ``slice_lstm``: (B, 1, D, H, W), any D, H, W.  Every slice goes through a small 2-D CNN
   (:class:`SliceEncoder`, globally pooled to one embedding per slice); a bidirectional LSTM reads
-  the (layer-normalised) slice embeddings from the first slice to the last and back; its final
-  states give the scan logits.
+  the (layer-normalised) slice embeddings from the first slice to the last and back.  The scan
+  logits come from its outputs: ``readout="max"`` takes each output feature's maximum over the
+  slices (the slice holding the evidence decides, wherever it lies), ``readout="final"`` the
+  final states of both directions (these are most sensitive to the first and last slices, so
+  Grad-CAM through them lit the ends of the volume, not the nodule).
 
 Grad-CAM (``core.explain``) targets ``features.act3`` of the CNN and ``encoder.act4`` of the LSTM
 (per-slice maps, weighted by the scan score's gradients).
@@ -94,8 +97,11 @@ class SliceEncoder(nn.Module):
 
 class SliceLSTM(nn.Module):
     def __init__(self, in_channels: int = 1, features=(16, 32, 64), hidden: int = 32, num_classes: int = 2,
-                 norm: str | None = "batch"):
+                 norm: str | None = "batch", readout: str = "final"):
         super().__init__()
+        if readout not in ("final", "max"):
+            raise ValueError(f"readout must be 'final' or 'max', not {readout!r}")
+        self.readout = readout
         self.encoder = SliceEncoder(in_channels, features, norm)
         width = self.encoder.out_channels
         self.norm = nn.LayerNorm(2 * width)  # slice embeddings of a frozen encoder vary widely in scale
@@ -112,7 +118,9 @@ class SliceLSTM(nn.Module):
 
     def pool(self, embeddings: torch.Tensor) -> torch.Tensor:
         """The LSTM over the slice embeddings (first slice to last and back) -> logits."""
-        _, (hidden, _) = self.lstm(self.norm(embeddings))
+        outputs, (hidden, _) = self.lstm(self.norm(embeddings))
+        if self.readout == "max":
+            return self.head(outputs.amax(dim=1))
         return self.head(torch.cat([hidden[0], hidden[1]], dim=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
