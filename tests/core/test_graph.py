@@ -295,6 +295,10 @@ def test_training_recipe_is_seeded_and_writes_a_loadable_card(tmp_path, monkeypa
 
     monkeypatch.setattr(gnn, "phantom_candidates", candidates)
     recipe = {**gnn.GNN_TRAINING, "train_cases": 2, "val_cases": 1, "epochs": 3}
+    with pytest.raises(MedcadError, match="needs at least 20 of each"):  # 2 nodules: too few to learn from
+        calls.clear()
+        gnn.train_gnn(gnn.GNN_CARD, recipe, tmp_path / "refused")
+    recipe["min_class_nodes"] = 2
     paths = []
     for folder in ("a", "b"):
         calls.clear()

@@ -13,6 +13,7 @@ import pytest
 from napari.layers import Image, Labels, Points, Shapes
 
 from napari_medcad.core.image import Geometry, MedicalImage, napari_world_to_lps
+from napari_medcad.core.models.registry import find_model
 from napari_medcad.napari.findings_layers import ROLE_HEATMAP, findings_layers_of, role_of
 from napari_medcad.napari.layers import image_layer_data
 from napari_medcad.napari.widgets import inference
@@ -226,7 +227,9 @@ def test_rescorer_is_not_listed_alone_and_its_switch_follows_the_model(widget):
     names = [widget.model_combo.itemData(i) for i in range(widget.model_combo.count())]
     assert "lung-nodule-ct" in names and "lung-nodule-gnn" not in names  # it runs inside its detector
     assert widget.select_model("lung-nodule-ct")
-    assert widget.rescore_check.isEnabled() and widget.rescore_check.isChecked()
+    assert widget.rescore_check.isEnabled()
+    # checked as the card advises (lung-nodule-ct: off for now), and the reader's to switch
+    assert widget.rescore_check.isChecked() == find_model("lung-nodule-ct").inference.get("rescore_by_default", True)
 
 
 def test_explain_adds_a_heatmap_over_the_image_and_the_switch_hides_it(widget, qtbot):
@@ -263,7 +266,8 @@ def test_lung_detector_adds_its_graph_and_a_rerun_replaces_it(make_napari_viewer
     data, kwargs, _ = image_layer_data(image.with_array(image.array, name="phantom"))
     viewer.add_image(data, **kwargs)
     widget = InferenceWidget(viewer)
-    assert widget.select_model("lung-nodule-ct") and widget.rescore_check.isChecked()
+    assert widget.select_model("lung-nodule-ct")
+    widget.rescore_check.setChecked(True)
     widget.device_combo.setCurrentIndex(widget.device_combo.findData("cpu"))
     for _ in range(2):
         run_to_end(widget, qtbot, timeout=120000)

@@ -30,8 +30,9 @@ def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the results (one subfolder per case)")
     parser.add_argument("--device", default="auto", choices=DEVICES, help="where to run the model (default: auto)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    parser.add_argument("--no-rescore", dest="rescore", action="store_false",
-                        help="skip the model's graph rescorer (lung-nodule-ct: the GNN false-positive reduction)")
+    parser.add_argument("--rescore", dest="rescore", action=argparse.BooleanOptionalAction, default=None,
+                        help="run (or skip) the model's graph rescorer (lung-nodule-ct: the GNN false-positive "
+                             "reduction); default: as the model's card says")
 
 
 def case_name(path: str | os.PathLike) -> str:
@@ -79,7 +80,7 @@ class _StderrProgress:
             print(f"{self.case}: {item.fraction * 100:3.0f}% {item.message}", file=sys.stderr, flush=True)
 
 
-def predict_case(image, card, case: str, out_dir: Path, device: str, progress=None, rescore: bool = True) -> dict:
+def predict_case(image, card, case: str, out_dir: Path, device: str, progress=None, rescore: bool | None = None) -> dict:
     """Run ``card`` on ``image`` and write the case folder; returns the report written."""
     from ..core.atomic import write_text
     from ..core.inference.run import run_model

@@ -136,13 +136,14 @@ def run_model(
     device: str = "auto",
     progress: ProgressFn | None = None,
     mask: MedicalImage | None = None,
-    rescore: bool = True,
+    rescore: bool | None = None,
 ) -> ModelResult:
     """Findings, label map and probability map of ``model`` on ``image``, on the image's own grid.
 
     A card whose ``inference.rescorer`` names a graph model (``lung-nodule-gnn``) decodes at that
     model's candidate threshold, rescores every candidate with it and keeps those above its
-    threshold (``rescore=False``: the detector alone, at its own threshold).  Without
+    threshold (``rescore=False``: the detector alone, at its own threshold; ``None``: as the card's
+    ``inference.rescore_by_default`` says, on unless it says false).  Without
     torch_geometric, or on an image not in HU, the detector's findings stand and the report says why.
 
     ``mask`` (same grid as ``image``) replaces the lung mask the card would compute; windows
@@ -208,6 +209,8 @@ def run_model(
     label = card.classes[-1] if card.classes else "finding"
     # a card with decoding.within_mask keeps only findings inside the mask it searched (the lungs)
     within = mask_array if card.decoding.get("within_mask") else None
+    if rescore is None:
+        rescore = bool(card.inference.get("rescore_by_default", True))
     rescorer, rescoring = _rescorer(card, rescore, hu_grid is not None and mask_array is not None)
     decoding = dict(card.decoding)
     if rescorer is not None:  # the graph model sees every candidate, not just the confident ones

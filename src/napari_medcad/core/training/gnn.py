@@ -79,6 +79,7 @@ GNN_TRAINING: dict[str, Any] = {
     "max_candidates": 100,
     "k_neighbours": 4,
     "val_fp_per_scan": 1.0,
+    "min_class_nodes": 20,  # fewer true or false candidates than this: refuse to train (nothing to learn)
     "threads": 1,
 }
 
@@ -329,6 +330,12 @@ def train_gnn(card_data: dict, recipe: dict, out_dir: str | os.PathLike, progres
         n_positive = int(targets.sum())
         if len(targets) and n_positive == 0:
             raise MedcadError("the detector found no true nodule among the training candidates; nothing to learn")
+        least = int(recipe.get("min_class_nodes", 0))
+        if int(recipe["epochs"]) and min(n_positive, len(targets) - n_positive) < least:
+            raise MedcadError(
+                f"the detector's candidates on {len(train_cases)} training phantoms are {n_positive} true nodules "
+                f"and {len(targets) - n_positive} false positives; a rescorer needs at least {least} of each "
+                "(a detector this specific leaves it nothing to learn)")
 
         torch.manual_seed(seed)
         network = build(card.architecture)
