@@ -62,9 +62,10 @@ def shot_preprocess(viewer, app):
 REAL_CT = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "lung1_image.nrrd"
 
 
-def shot_findings(viewer, app):
+def shot_findings(viewer, app, rescore: bool | None = None):
     """The built-in detector run from the Inference widget on the real CT (the whole scan when the
-    workspace's real data is there, else the shipped crop), with the expert label for comparison."""
+    workspace's real data is there, else the shipped crop), with the expert label for comparison.
+    ``rescore``: switch the graph rescorer on or off (None: as the model's card advises)."""
     import SimpleITK as sitk
 
     from napari_medcad.napari.layers import labels_layer_data
@@ -82,6 +83,8 @@ def shot_findings(viewer, app):
     viewer.window.add_dock_widget(widget, name="Inference (napari-medcad)", area="right")
     widget.select_image(image_layer.name)
     widget.heatmap_check.setChecked(True)
+    if rescore is not None:
+        widget.rescore_check.setChecked(rescore)
     widget.run()
     _wait(app, widget.runner)
     viewer.layers.selection.active = image_layer
@@ -137,7 +140,7 @@ def shot_graph(viewer, app):
     from napari_medcad.napari.demo import show_labelled_slice
     from napari_medcad.napari.widgets.inference import InferenceWidget
 
-    expert_layer = shot_findings(viewer, app)  # runs lung-nodule-ct with its GNN rescorer
+    expert_layer = shot_findings(viewer, app, rescore=True)  # lung-nodule-ct with its GNN rescorer switched on
     widget = next(w for w in viewer.window.dock_widgets.values() if isinstance(w, InferenceWidget))
     while widget.busy:
         _settle(app, 1)
