@@ -44,6 +44,8 @@ def main() -> int:
     parser.add_argument("--model", default="lung-nodule-ct")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--probe-ms", type=int, default=10)
+    parser.add_argument("--rescore", action=argparse.BooleanOptionalAction, default=True,
+                        help="switch the model's graph rescorer on (default, the heavier path) or off")
     parser.add_argument("--verbose", action="store_true", help="list the longest gaps and what was running")
     args = parser.parse_args()
 
@@ -66,6 +68,8 @@ def main() -> int:
     if not widget.select_model(args.model):
         widget.add_model_path(args.model)
     widget.device_combo.setCurrentIndex(max(0, widget.device_combo.findData(args.device)))
+    if widget.rescore_check.isEnabled():
+        widget.rescore_check.setChecked(args.rescore)
     clock = QElapsedTimer()
     gaps: list[tuple[float, str, float, str]] = []  # (gap ms, phase, at ms, status line)
     phase = ["warm-up"]
