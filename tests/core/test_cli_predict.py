@@ -171,3 +171,15 @@ def test_models_lists_builtin_and_user_models(tmp_path, run_cli, monkeypatch):
     assert all(row["from"] == "built-in" for name, row in rows.items() if name != "user-blobs")
     text = run_cli("models").stdout
     assert "user-blobs" in text and f"user model folder: {user}" in text
+
+
+@pytest.mark.parametrize("flags, expected", [([], None), (["--rescore"], True), (["--no-rescore"], False)])
+def test_rescore_flag_defaults_to_the_cards_advice(flags, expected):
+    """No flag: run_model follows the card's inference.rescore_by_default; the flags override it."""
+    import argparse
+
+    from napari_medcad.commands.predict import arguments
+
+    parser = argparse.ArgumentParser()
+    arguments(parser)
+    assert parser.parse_args(["ct.nii.gz", "--out", "out", *flags]).rescore is expected
