@@ -146,6 +146,7 @@ def test_graph_rescorer_runs_when_asked_and_follows_the_cards_default(case, resu
     pytest.importorskip("torch_geometric")
     # the shipped card keeps it off for now (see LUNG_NODULE_CT_CARD): the default run did not rescore
     assert find_model("lung-nodule-ct").inference["rescore_by_default"] is False
+    assert not find_model("lung-nodule-ct").rescores_by_default
     assert result.graph is None and result.report["rescoring"]["skipped"] == "switched off"
     result = run_model(case.image, "lung-nodule-ct", device="cpu", rescore=True)
     rescoring = result.report["rescoring"]

@@ -229,7 +229,7 @@ def test_rescorer_is_not_listed_alone_and_its_switch_follows_the_model(widget):
     assert widget.select_model("lung-nodule-ct")
     assert widget.rescore_check.isEnabled()
     # checked as the card advises (lung-nodule-ct: off for now), and the reader's to switch
-    assert widget.rescore_check.isChecked() == find_model("lung-nodule-ct").inference.get("rescore_by_default", True)
+    assert widget.rescore_check.isChecked() == find_model("lung-nodule-ct").rescores_by_default
 
 
 def test_explain_adds_a_heatmap_over_the_image_and_the_switch_hides_it(widget, qtbot):

@@ -210,7 +210,7 @@ def run_model(
     # a card with decoding.within_mask keeps only findings inside the mask it searched (the lungs)
     within = mask_array if card.decoding.get("within_mask") else None
     if rescore is None:
-        rescore = bool(card.inference.get("rescore_by_default", True))
+        rescore = card.rescores_by_default
     rescorer, rescoring = _rescorer(card, rescore, hu_grid is not None and mask_array is not None)
     decoding = dict(card.decoding)
     if rescorer is not None:  # the graph model sees every candidate, not just the confident ones

@@ -66,6 +66,12 @@ class ModelCard:
     def threshold(self) -> float:
         return float(self.decoding.get("threshold", 0.5))
 
+    @property
+    def rescores_by_default(self) -> bool:
+        """Whether its graph rescorer (``inference.rescorer``) runs unless asked otherwise:
+        yes, unless the card's ``inference.rescore_by_default`` says false."""
+        return bool(self.inference.get("rescorer")) and bool(self.inference.get("rescore_by_default", True))
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("path")

@@ -112,11 +112,12 @@ def _body(array: np.ndarray, spacing_zyx: Sequence[float], threshold_hu: float, 
     loose from the table and cables; then the largest 3-D component.  Filling before opening
     keeps thin chest walls from being opened.  A targeted reconstruction that crops the body
     (see :func:`_solid_plane`) keeps the lungs the crop cuts open."""
-    disk = _disk(BODY_OPENING_MM, spacing_zyx[-2:])
+    spacing_yx = tuple(spacing_zyx[-2:])
+    disk = _disk(BODY_OPENING_MM, spacing_yx)
     edge = field_edge(array)
     solid = per_slice(
         array,
-        lambda plane: _solid_plane(plane, threshold_hu, edge, disk, tuple(spacing_zyx[-2:])),
+        lambda plane: _solid_plane(plane, threshold_hu, edge, disk, spacing_yx),
         scaled(progress, 0.0, 0.8),
         "body: threshold, fill, opening",
     )

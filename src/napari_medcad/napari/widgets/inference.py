@@ -314,7 +314,7 @@ class InferenceWidget(QWidget):
         has_rescorer = card is not None and bool(card.inference.get("rescorer"))
         self.rescore_check.setEnabled(has_rescorer)  # only a model with a rescorer can switch it
         if has_rescorer:  # on or off as the card advises; the reader can switch it
-            self.rescore_check.setChecked(bool(card.inference.get("rescore_by_default", True)))
+            self.rescore_check.setChecked(card.rescores_by_default)
 
     def _refresh_layers(self, event=None) -> None:
         current = self.image_combo.currentText()
