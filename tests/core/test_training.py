@@ -108,6 +108,53 @@ def test_sample_batch_centres_negatives_on_vessels():
     assert all((patch > 2.0).any() for patch in images[:, 0])  # every patch holds the vessel voxel
 
 
+def test_hard_nodule_weight_shows_hard_nodules_more_often():
+    """Positive patches favour the nodules the detector misses (not solid, attached, small)."""
+    from types import SimpleNamespace
+
+    from napari_medcad.core.training.loop import TrainingCase, nodule_difficulty, sample_batch
+
+    nodules = [SimpleNamespace(kind="solid", attached="none", diameter_mm=15.0),
+               SimpleNamespace(kind="ground-glass", attached="vessel", diameter_mm=6.0)]
+    assert nodule_difficulty(nodules).tolist() == [0.0, 3.0]
+    image = np.zeros((30, 60, 80), np.float32)
+    image[15, 30, 15], image[15, 30, 65] = 5.0, 9.0  # a marker at each nodule's centre
+    case = TrainingCase(image, np.zeros(image.shape, np.uint8), np.ones(image.shape, np.float32),
+                        np.zeros(image.shape, bool), np.zeros((0, 3), np.int32),
+                        np.array([[15, 30, 15], [15, 30, 65]], float), nodule_difficulty(nodules))
+    empty = TrainingCase(image * 0, np.zeros(image.shape, np.uint8), np.ones(image.shape, np.float32),
+                         np.zeros(image.shape, bool), np.zeros((0, 3), np.int32), np.zeros((0, 3)))
+    recipe = {"patch_zyx": [4, 4, 4], "batch_size": 400, "positive_fraction": 1.0}
+
+    def share_of_hard(weight, cases):
+        batch = sample_batch(cases, np.random.default_rng(1), {**recipe, "hard_nodule_weight": weight})[0]
+        peaks = batch.reshape(len(batch), -1).max(axis=1)
+        assert (peaks > 2.0).all()  # every patch is centred on a nodule
+        return float(np.mean(peaks > 7.0))
+
+    assert 0.4 < share_of_hard(0.0, [case]) < 0.6  # uniform over nodules
+    # weights 1 : 4 -> 0.8; and weighted positives never come from the nodule-free case
+    assert 0.7 < share_of_hard(1.0, [case, empty]) < 0.88
+
+
+def test_detector_loss_batch_dice_forgives_a_faint_response_on_an_empty_patch():
+    import torch
+
+    from napari_medcad.core.training.loop import detector_loss
+
+    targets = torch.zeros(2, 1, 8, 8, 8)
+    targets[0, 0, 2:6, 2:6, 2:6] = 1.0  # patch 0 holds a nodule, patch 1 none
+    logits = torch.where(targets > 0, torch.tensor(6.0), torch.tensor(-6.0))
+    logits[1, 0, 0, 0, :4] = 0.0  # a faint (p 0.5) response on four voxels of the empty patch
+    weights = torch.ones_like(targets)
+    per_patch = float(detector_loss(logits, targets, weights, "patch"))
+    per_batch = float(detector_loss(logits, targets, weights, "batch"))
+    assert per_patch > 0.3  # the empty patch's Dice alone is ~0.67
+    assert per_batch < 0.1
+    with pytest.raises(ValueError):
+        detector_loss(logits, targets, weights, "volume")
+
+
 def test_every_builtin_model_has_a_recipe_with_its_trainer():
     from napari_medcad.core.models.registry import BUILTIN_DIR
     from napari_medcad.core.training.builtin import BUILTIN_RECIPES

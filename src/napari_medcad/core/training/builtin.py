@@ -69,6 +69,8 @@ LUNG_NODULE_CT_TRAINING: dict[str, Any] = {
     "positive_fraction": 0.4,
     "vessel_fraction": 0.5,  # of the other patches: centred on a pulmonary vessel
     "reference_nodule_voxels": 400,  # nodule loss weights: sqrt(400 / voxels), 1..8
+    "hard_nodule_weight": 0.0,  # positive patches: nodule drawn with weight 1 + this x hard traits
+    "dice_over": "patch",  # soft Dice per patch or over the batch (loop.detector_loss)
     "learning_rate": 4e-3,
     "max_in_plane": 384,  # 0.5-1 mm pixels: fields of view of 192-384 mm
     "max_slices": 96,
