@@ -249,6 +249,27 @@ def test_labels_paint_adds_and_erase_rejects(case, qtbot):
     assert saved_statuses(image)[3] == "rejected" and table_column(widget, "status")[3] == "rejected"
 
 
+def test_ctrl_z_on_the_labels_layer_undoes_the_paint_in_the_review_too(case, qtbot):
+    """napari's own Labels undo puts voxels back without an event: bound to it, the review would
+    keep a finding that the layer no longer shows.  The layer's Ctrl+Z is the review's undo."""
+    widget, image, layers = case
+    labels, viewer = layers[ROLE_LABELS], widget.viewer
+    cube = tuple(np.mgrid[6:9, 5:8, 34:37].reshape(3, -1))
+    labels.selected_label = 9
+    labels.data_setitem(cube, 9)  # a stroke: napari records it in its own history too
+    qtbot.waitUntil(lambda: len(widget.session.findings) == 4, timeout=3000)
+    viewer.layers.selection.active = labels
+    keys = viewer.window._qt_viewer._key_map_handler
+    keys.press_key("Control-Z")
+    qtbot.waitUntil(lambda: len(widget.session.findings) == 3, timeout=3000)
+    assert (labels.data[cube] == 0).all() and len(layers[ROLE_POINTS].data) == 3
+    keys.press_key("Control-Shift-Z")
+    qtbot.waitUntil(lambda: len(widget.session.findings) == 4, timeout=3000)
+    assert (labels.data[cube] == 9).all() and len(layers[ROLE_POINTS].data) == 4
+    widget._stop_review("stopped")
+    assert not labels.keymap  # napari's own undo again once the review lets go of the layer
+
+
 def test_reopen_restores_the_review(case, make_napari_viewer, qtbot):
     widget, image, layers = case
     widget.select_finding(1)

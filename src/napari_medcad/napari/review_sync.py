@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
+from napari.utils.key_bindings import KeyCode, KeyMod
 from qtpy.QtCore import QTimer
 
 from ..core.errors import MedcadError
@@ -276,6 +277,10 @@ class VoxelPatch:
         data[tuple(i[here] for i in self.indices)] = target[here]
         labels_layer.refresh()
 
+#: the keys napari's Labels layer binds to its own undo / redo (Cmd on macOS, Ctrl elsewhere)
+UNDO_KEY = KeyMod.CtrlCmd | KeyCode.KeyZ
+REDO_KEY = KeyMod.CtrlCmd | KeyMod.Shift | KeyCode.KeyZ
+
 
 class ReviewLayers:
     """The Points (and boxes, and Labels) layers of one review, in both directions.
@@ -283,13 +288,18 @@ class ReviewLayers:
     ``on_edited(finding_id)`` is called after the reader's layer edits became session actions
     (the table must be rebuilt; ``finding_id`` is the one to show, or None);
     ``on_point_selected(finding_id)`` when the reader selects a single point on the canvas.
+    ``undo`` / ``redo``: what Ctrl+Z / Ctrl+Shift+Z do on the canvas while the Labels layer is
+    active.  napari's own Labels undo writes the voxels back without any event, so the session
+    would keep a paint the layer no longer shows; the review's undo puts the voxels back itself.
     """
 
     def __init__(self, session: ReviewSession, points, labels=None, boxes=None, *,
                  on_edited: Callable[[int | None], None], on_point_selected: Callable[[int], None],
-                 new_label: Callable[[], str] = lambda: "nodule"):
+                 new_label: Callable[[], str] = lambda: "nodule",
+                 undo: Callable[[], None] | None = None, redo: Callable[[], None] | None = None):
         self.session, self.points, self.labels, self.boxes = session, points, labels, boxes
         self.on_edited, self.on_point_selected, self.new_label = on_edited, on_point_selected, new_label
+        self._layer_keys = {UNDO_KEY: undo or session.undo, REDO_KEY: redo or session.redo}
         self.batch = False  # True while one layer edit becomes several session actions
         self.rows: dict[int, int] = {}
         self._syncing = self._closed = False
@@ -302,6 +312,8 @@ class ReviewLayers:
         points.selected_data.events.items_changed.connect(self._on_points_selection)
         if labels is not None:
             labels.events.paint.connect(self._on_paint)
+            for key, act in self._layer_keys.items():  # this layer's keymap comes before Labels' own
+                labels.bind_key(key, lambda layer, act=act: act(), overwrite=True)
         if boxes is not None:
             boxes.events.data.connect(self._on_boxes_data)
         self.show_all()
@@ -314,6 +326,8 @@ class ReviewLayers:
         self.points.selected_data.events.items_changed.disconnect(self._on_points_selection)
         if self.labels is not None:
             self.labels.events.paint.disconnect(self._on_paint)
+            for key in self._layer_keys:
+                self.labels.bind_key(key, None)  # napari's own undo again
         if self.boxes is not None:
             self.boxes.events.data.disconnect(self._on_boxes_data)
 

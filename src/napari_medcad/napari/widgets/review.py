@@ -223,7 +223,8 @@ class ReviewWidget(QWidget):
         self.labels_layer = labels[-1] if labels else None
         self.layers = ReviewLayers(
             session, points_layer, self.labels_layer, boxes[-1] if boxes else None, on_edited=self._after_edit,
-            on_point_selected=self._on_point_selected, new_label=lambda: self.class_combo.currentText() or "nodule")
+            on_point_selected=self._on_point_selected, new_label=lambda: self.class_combo.currentText() or "nodule",
+            undo=self.undo, redo=self.redo)
         session.listeners.append(self._on_action)
         self._refresh_table()
         resumed = len(session.history)
