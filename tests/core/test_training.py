@@ -155,6 +155,30 @@ def test_detector_loss_batch_dice_forgives_a_faint_response_on_an_empty_patch():
         detector_loss(logits, targets, weights, "volume")
 
 
+def test_detector_loss_positive_dice_weighs_a_missed_small_nodule_like_a_missed_large_one():
+    """With one Dice over the batch a missed 2-voxel-wide nodule costs almost nothing next to a
+    found large one (the small nodules the detector never learnt); per nodule patch it costs as
+    much as missing the large one would."""
+    import torch
+
+    from napari_medcad.core.training.loop import detector_loss
+
+    targets = torch.zeros(3, 1, 16, 16, 16)
+    targets[0, 0, 2:14, 2:14, 2:14] = 1.0  # a large nodule
+    targets[1, 0, 7:9, 7:9, 7:9] = 1.0  # a small one; patch 2 holds none
+    found_large = torch.where(targets[:1] > 0, torch.tensor(8.0), torch.tensor(-8.0))
+    nothing = torch.full((2, 1, 16, 16, 16), -8.0)
+    logits = torch.cat([found_large, nothing])
+    weights = torch.ones_like(targets)
+    missed_small = {mode: float(detector_loss(logits, targets, weights, mode)) for mode in ("batch", "positive")}
+    assert missed_small["batch"] < 0.05
+    assert missed_small["positive"] > 0.45  # half the nodule patches missed: Dice term ~0.5
+    # a nodule-free patch adds nothing to the Dice term, however it fires
+    firing = logits.clone()
+    firing[2, 0, :4, :4, :4] = 0.0
+    assert float(detector_loss(firing, targets, weights, "positive")) - missed_small["positive"] < 0.01
+
+
 def test_every_builtin_model_has_a_recipe_with_its_trainer():
     from napari_medcad.core.models.registry import BUILTIN_DIR
     from napari_medcad.core.training.builtin import BUILTIN_RECIPES

@@ -9,8 +9,8 @@ anywhere in the lungs or the volume.  Augmentation on patches: flips, intensity 
 extra noise.  Positive patches can favour hard nodules (``hard_nodule_weight``: ground-glass or
 part-solid, attached, < 8 mm).  Loss: voxel BCE in which small nodules' voxels weigh more (a 30
 mm nodule has 1,000 times the voxels of a 3 mm one, and a plain loss learns only the big ones),
-plus a soft Dice per patch (which also punishes any firing on nodule-free patches) or over the
-batch (``dice_over``).
+plus a soft Dice (``dice_over``: per patch, over the batch, or per nodule-holding patch; see
+``detector_loss``).
 After training, the card's threshold is chosen on separate validation phantoms: the lowest
 one that keeps false positives at ``val_fp_per_scan``.
 Inference windows are the training patch's size (the card's ``roi_size_zyx`` is set from the
@@ -165,20 +165,31 @@ def _case_by_difficulty(cases: list[TrainingCase], rng: np.random.Generator, har
     return cases[int(rng.choice(len(cases), p=totals / totals.sum()))]
 
 
-def detector_loss(logits, targets, weights, dice_over: str = "patch"):
-    """Size-balanced voxel BCE plus a soft Dice (see the module docstring).
+DICE_MODES = ("patch", "batch", "positive")
 
-    ``dice_over="patch"``: one Dice per patch, so a nodule-free patch costs ~1 for any firing at
-    all; ``"batch"``: one Dice over the batch's voxels (nnU-Net's batch Dice), which still
-    rewards overlap but lets a faint response on a hard negative cost in proportion."""
+
+def detector_loss(logits, targets, weights, dice_over: str = "patch"):
+    """Size-balanced voxel BCE plus a soft Dice (MONAI's ``DiceLoss``).
+
+    ``dice_over``: ``"patch"``, one Dice per patch, so a nodule-free patch costs ~1 for any firing
+    at all; ``"batch"``, one Dice over the batch's voxels (nnU-Net's batch Dice), in which a large
+    nodule outweighs a small one by its voxels; ``"positive"``, one Dice per patch that holds a
+    nodule, averaged over those patches only: every nodule patch has the same say whatever the
+    nodule's size, and nodule-free patches are left to the BCE."""
     import torch
     from monai.losses import DiceLoss
 
-    if dice_over not in ("patch", "batch"):
-        raise ValueError(f"dice_over must be 'patch' or 'batch', got {dice_over!r}")
+    if dice_over not in DICE_MODES:
+        raise ValueError(f"dice_over must be one of {', '.join(DICE_MODES)}, got {dice_over!r}")
     bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, weight=weights)
-    dice = DiceLoss(sigmoid=True, batch=dice_over == "batch", smooth_nr=1.0, smooth_dr=1.0)(logits, targets)
-    return bce + dice
+    if dice_over != "positive":
+        dice = DiceLoss(sigmoid=True, batch=dice_over == "batch", smooth_nr=1.0, smooth_dr=1.0)(logits, targets)
+        return bce + dice
+    per_patch = DiceLoss(sigmoid=True, batch=False, smooth_nr=1.0, smooth_dr=1.0, reduction="none")(logits, targets)
+    holds_nodule = targets.flatten(1).amax(dim=1) > 0
+    if not bool(holds_nodule.any()):
+        return bce
+    return bce + per_patch.flatten(1).mean(dim=1)[holds_nodule].mean()
 
 
 def save_weights(network, path: Path) -> None:
@@ -273,7 +284,9 @@ def train_segmentation_detector(card_data: dict, recipe: dict, out_dir: Path, pr
             },
             "recipe": {k: (list(v) if isinstance(v, tuple) else v) for k, v in recipe.items()},
             "epochs": epochs,
-            "loss": f"size-balanced BCE + per-{recipe.get('dice_over', 'patch')} soft Dice (monai DiceLoss)",
+            "loss": "size-balanced BCE + soft Dice (monai DiceLoss) " + {
+                "patch": "per patch", "batch": "over the batch", "positive": "per nodule-holding patch"}[
+                str(recipe.get("dice_over", "patch"))],
             "losses_per_epoch": losses,
             "validation": validation,
             "seconds": {"data": round(data_seconds, 1), "training": round(train_seconds, 1),
