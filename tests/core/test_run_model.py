@@ -120,7 +120,8 @@ def test_unknown_model_is_a_user_error(case):
 
 def test_card_object_is_accepted(case):
     card = find_model("lung-nodule-ct")
-    strict = dataclasses.replace(card, decoding={**card.decoding, "threshold": 1.0})  # nothing reaches 1.0
+    above_one = float(np.nextafter(np.float32(1.0), np.float32(2.0)))  # probabilities saturate at 1.0 (float32)
+    strict = dataclasses.replace(card, decoding={**card.decoding, "threshold": above_one})
     result = run_model(case.image, strict, device="cpu", rescore=False)  # (a rescorer decodes at its own level)
     assert len(result.findings) == 0 and not result.labels.array.any()
 
@@ -144,11 +145,11 @@ def test_within_mask_drops_findings_outside_the_searched_mask(case, result):
 
 def test_graph_rescorer_runs_when_asked_and_follows_the_cards_default(case, result):
     pytest.importorskip("torch_geometric")
-    # the shipped card keeps it off for now (see LUNG_NODULE_CT_CARD): the default run did not rescore
-    assert find_model("lung-nodule-ct").inference["rescore_by_default"] is False
-    assert not find_model("lung-nodule-ct").rescores_by_default
-    assert result.graph is None and result.report["rescoring"]["skipped"] == "switched off"
-    result = run_model(case.image, "lung-nodule-ct", device="cpu", rescore=True)
+    # the shipped card rescores by default (see LUNG_NODULE_CT_CARD): the default run did
+    assert find_model("lung-nodule-ct").inference["rescore_by_default"] is True
+    assert find_model("lung-nodule-ct").rescores_by_default
+    asked = run_model(case.image, "lung-nodule-ct", device="cpu", rescore=True)
+    assert [f.probability for f in asked.findings] == [f.probability for f in result.findings]
     rescoring = result.report["rescoring"]
     assert rescoring["model"] == "lung-nodule-gnn" and "skipped" not in rescoring
     assert result.graph is not None and result.graph.n_nodes == rescoring["candidates"] >= len(result.findings)
@@ -164,6 +165,10 @@ def test_graph_rescorer_runs_when_asked_and_follows_the_cards_default(case, resu
     assert plain.graph is None and plain.report["rescoring"]["skipped"] == "switched off"
     assert all("gnn" not in f.scores for f in plain.findings)
     assert all(f.probability >= find_model("lung-nodule-ct").threshold for f in plain.findings)
+    card = find_model("lung-nodule-ct")
+    off = dataclasses.replace(card, inference={**card.inference, "rescore_by_default": False})
+    by_card = run_model(case.image, off, device="cpu")  # no rescore argument: the card's say
+    assert by_card.graph is None and by_card.report["rescoring"]["skipped"] == "switched off"
 
 
 @pytest.mark.parametrize("name", ["nodule-cnn2d", "lung-nodule-gnn"])
