@@ -155,6 +155,15 @@ def test_detector_loss_batch_dice_forgives_a_faint_response_on_an_empty_patch():
         detector_loss(logits, targets, weights, "volume")
 
 
+def test_an_unknown_dice_mode_is_refused_before_any_training(tmp_path):
+    from napari_medcad.core.errors import MedcadError
+    from napari_medcad.core.training.builtin import train_builtin
+
+    with pytest.raises(MedcadError, match="dice_over must be one of patch, batch, positive"):
+        train_builtin("lung-nodule-ct", tmp_path / "out", dice_over="volume")
+    assert not (tmp_path / "out").exists()
+
+
 def test_detector_loss_positive_dice_weighs_a_missed_small_nodule_like_a_missed_large_one():
     """With one Dice over the batch a missed 2-voxel-wide nodule costs almost nothing next to a
     found large one (the small nodules the detector never learnt); per nodule patch it costs as

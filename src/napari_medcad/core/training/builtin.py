@@ -112,6 +112,12 @@ def train_builtin(name: str, out_dir: str | os.PathLike | None = None, progress:
     for key in ("epochs", "steps_per_epoch", "train_cases", "val_cases", "batch_size"):
         if int(recipe[key]) < 0 or (key in ("batch_size",) and int(recipe[key]) < 1):
             raise MedcadError(f"training setting {key} must be a positive whole number, got {recipe[key]}")
+    if "dice_over" in recipe:  # checked before minutes of phantom preparation, not at the first step
+        from .loop import DICE_MODES
+
+        if recipe["dice_over"] not in DICE_MODES:
+            raise MedcadError(f"training setting dice_over must be one of {', '.join(DICE_MODES)}, "
+                              f"got {recipe['dice_over']!r}")
     out_dir = Path(out_dir) if out_dir is not None else _builtin_dir(name)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
