@@ -228,7 +228,7 @@ def test_rescorer_is_not_listed_alone_and_its_switch_follows_the_model(widget):
     assert "lung-nodule-ct" in names and "lung-nodule-gnn" not in names  # it runs inside its detector
     assert widget.select_model("lung-nodule-ct")
     assert widget.rescore_check.isEnabled()
-    # checked as the card advises (lung-nodule-ct: off for now), and the reader's to switch
+    # checked as the card advises (lung-nodule-ct: on), and the reader's to switch
     assert widget.rescore_check.isChecked() == find_model("lung-nodule-ct").rescores_by_default
 
 

@@ -277,6 +277,7 @@ class VoxelPatch:
         data[tuple(i[here] for i in self.indices)] = target[here]
         labels_layer.refresh()
 
+
 #: the keys napari's Labels layer binds to its own undo / redo (Cmd on macOS, Ctrl elsewhere)
 UNDO_KEY = KeyMod.CtrlCmd | KeyCode.KeyZ
 REDO_KEY = KeyMod.CtrlCmd | KeyMod.Shift | KeyCode.KeyZ

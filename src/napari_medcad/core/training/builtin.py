@@ -49,8 +49,8 @@ LUNG_NODULE_CT_CARD: dict[str, Any] = {
     # weights gave a 14 mm nodule p 0.03 that a 32 x 48 x 48 window gives p 0.999
     "inference": {"roi_size_zyx": [32, 48, 48], "overlap": 0.25, "batch_size": 4, "blend": "gaussian",
                   "mask": "lung", "rescorer": "lung-nodule-gnn",
-                  # the CNN finds 73% of held-out nodules among ~80 candidates per scan, most of them
-                  # scoring ~1.0 (vessels): its graph rescorer ranks them (CPM 0.26 -> 0.57)
+                  # the CNN's ~80 candidates per held-out scan hold 73% of the nodules, but false
+                  # positives score ~1.0 too: its graph rescorer ranks them (CPM 0.26 -> 0.57)
                   "rescore_by_default": True},
     "license": "BSD-3-Clause",
 }
@@ -68,10 +68,11 @@ LUNG_NODULE_CT_TRAINING: dict[str, Any] = {
     "vessel_fraction": 0.5,  # of the other patches: centred on a pulmonary vessel
     "reference_nodule_voxels": 400,  # nodule loss weights: sqrt(400 / voxels), 1..8
     "hard_nodule_weight": 1.0,  # positive patches: nodule drawn with weight 1 + this x hard traits
-    # one soft Dice per nodule-holding patch (loop.detector_loss): with one Dice per patch, empty
-    # patches included, the detector scored every training nodule under 6 mm 0.000; with one over
-    # the batch it did too (a 20 mm nodule outweighs it by its voxels). Held-out phantoms, candidates
-    # above 0.5: 41% (per patch), 47% (batch), 67% (per nodule patch) of the nodules
+    # one soft Dice per nodule-holding patch (loop.detector_loss): with one over the batch (a 20 mm
+    # nodule outweighs a 5 mm one by its voxels) the detector scored training nodules under 6 mm
+    # 0.000; one per patch, empty patches included, fired nowhere with hard sampling. Held-out
+    # phantoms, candidates above 0.5: 41% (per patch, previous recipe), 47% (batch), 67% (per
+    # nodule patch) of the nodules
     "dice_over": "positive",
     "learning_rate": 4e-3,
     "max_in_plane": 384,  # 0.5-1 mm pixels: fields of view of 192-384 mm

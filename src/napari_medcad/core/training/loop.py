@@ -86,13 +86,12 @@ def nodule_difficulty(nodules) -> np.ndarray:
                      for n in nodules], np.float32)
 
 
-def _pick_nodule(case: TrainingCase, rng: np.random.Generator, hard_weight: float) -> int:
-    """Index of the nodule a positive patch is centred on: weight 1 + hard_weight x traits."""
-    n = len(case.nodule_voxels)
-    if hard_weight <= 0 or case.nodule_difficulty is None:
-        return int(rng.integers(n))
-    weights = 1.0 + hard_weight * np.asarray(case.nodule_difficulty, float)
-    return int(rng.choice(n, p=weights / weights.sum()))
+def _nodule_sampling_weights(case: TrainingCase, hard_weight: float) -> np.ndarray | None:
+    """Each nodule's weight for positive patches: 1 + hard_weight x its hard traits (None: the
+    case does not know them, and its nodules are drawn uniformly)."""
+    if case.nodule_difficulty is None:
+        return None
+    return 1.0 + hard_weight * np.asarray(case.nodule_difficulty, float)
 
 
 def nodule_weights(instances: np.ndarray, reference_voxels: float) -> np.ndarray:
@@ -124,16 +123,26 @@ def sample_batch(cases: list[TrainingCase], rng: np.random.Generator, recipe: di
     """Images and targets (B, 1, z, y, x) of one augmented batch."""
     size = np.asarray(recipe["patch_zyx"], int)
     hard_weight = float(recipe.get("hard_nodule_weight", 0.0))
-    positives = [c for c in cases if len(c.nodule_voxels)]
+    if hard_weight > 0:  # a case is drawn for a positive patch by its nodules' total weight
+        positives = [c for c in cases if len(c.nodule_voxels)]
+        nodule_weights_of = [_nodule_sampling_weights(c, hard_weight) for c in positives]
+        case_weights = np.array([len(c.nodule_voxels) if w is None else w.sum()
+                                 for c, w in zip(positives, nodule_weights_of)], float)
     images, targets, weights = [], [], []
     for _ in range(int(recipe["batch_size"])):
         case = cases[int(rng.integers(len(cases)))]
         # weighted: any case with nodules can give the positive patch; plain: the drawn case's own
         can_centre_on_nodule = bool(positives) if hard_weight > 0 else len(case.nodule_voxels) > 0
         if can_centre_on_nodule and rng.random() < float(recipe["positive_fraction"]):
+            nodule_weights = None
             if hard_weight > 0:
-                case = _case_by_difficulty(positives, rng, hard_weight)
-            centre = case.nodule_voxels[_pick_nodule(case, rng, hard_weight)]
+                chosen = int(rng.choice(len(positives), p=case_weights / case_weights.sum()))
+                case, nodule_weights = positives[chosen], nodule_weights_of[chosen]
+            if nodule_weights is not None:
+                picked = rng.choice(len(nodule_weights), p=nodule_weights / nodule_weights.sum())
+            else:
+                picked = rng.integers(len(case.nodule_voxels))
+            centre = case.nodule_voxels[int(picked)]
             centre = centre + rng.uniform(-0.35, 0.35, 3) * size
         elif len(case.vessel_voxels) and rng.random() < float(recipe.get("vessel_fraction", 0.0)):
             centre = case.vessel_voxels[int(rng.integers(len(case.vessel_voxels)))].astype(float)
@@ -158,14 +167,8 @@ def sample_batch(cases: list[TrainingCase], rng: np.random.Generator, recipe: di
     return np.stack(images)[:, None], np.stack(targets)[:, None], np.stack(weights)[:, None]
 
 
-def _case_by_difficulty(cases: list[TrainingCase], rng: np.random.Generator, hard_weight: float) -> TrainingCase:
-    """A case drawn in proportion to its nodules' total sampling weight."""
-    totals = np.array([len(c.nodule_voxels) + hard_weight * float(np.sum(c.nodule_difficulty))
-                       if c.nodule_difficulty is not None else len(c.nodule_voxels) for c in cases], float)
-    return cases[int(rng.choice(len(cases), p=totals / totals.sum()))]
-
-
-DICE_MODES = ("patch", "batch", "positive")
+#: ``dice_over`` modes of :func:`detector_loss`, and how the card's provenance names them
+DICE_MODES = {"patch": "per patch", "batch": "over the batch", "positive": "per nodule-holding patch"}
 
 
 def detector_loss(logits, targets, weights, dice_over: str = "patch"):
@@ -284,9 +287,7 @@ def train_segmentation_detector(card_data: dict, recipe: dict, out_dir: Path, pr
             },
             "recipe": {k: (list(v) if isinstance(v, tuple) else v) for k, v in recipe.items()},
             "epochs": epochs,
-            "loss": "size-balanced BCE + soft Dice (monai DiceLoss) " + {
-                "patch": "per patch", "batch": "over the batch", "positive": "per nodule-holding patch"}[
-                str(recipe.get("dice_over", "patch"))],
+            "loss": "size-balanced BCE + soft Dice (monai DiceLoss) " + DICE_MODES[str(recipe.get("dice_over", "patch"))],
             "losses_per_epoch": losses,
             "validation": validation,
             "seconds": {"data": round(data_seconds, 1), "training": round(train_seconds, 1),
