@@ -41,3 +41,27 @@ def test_regions_mostly_outside_the_mask_are_dropped():
                                          within=within)
     assert [round(f.probability, 2) for f in findings] == [0.95]
     assert labels[5, 5, 5] == 0
+
+
+def _juxtapleural_case():
+    """An ellipsoid 'lung' whose threshold mask lacks a 9 mm-radius nodule sitting 5 mm inside its
+    lateral outline (the nodule is tissue, not air), and a chest-wall region beyond the outline."""
+    z, y, x = np.ogrid[:40, :96, :96]
+    lung = ((z - 20) * 2 / 30.0) ** 2 + ((y - 48) / 30.0) ** 2 + ((x - 48) / 30.0) ** 2 <= 1  # 2 mm slices
+    nodule = ((z - 20) * 2) ** 2 + (y - 48) ** 2 + (x - 73) ** 2 <= 9 ** 2
+    values = np.zeros(lung.shape, np.float32)
+    values[nodule] = 0.99
+    values[18:22, 46:51, 10:15] = 0.99  # chest wall, beyond the lung's outline on the other side
+    return MedicalImage(values, Geometry.identity(3, (1.0, 1.0, 2.0))), lung & ~nodule
+
+
+def test_a_closed_mask_keeps_a_juxtapleural_region_and_still_drops_the_chest_wall():
+    probability, lung = _juxtapleural_case()
+    plain, _ = decode_components(probability, None, {"threshold": 0.5}, within=lung)
+    assert len(plain) == 0  # the nodule bites its own dent into the mask: none of it is inside
+    closed, labels = decode_components(probability, None, {"threshold": 0.5, "within_closing_mm": 15.0},
+                                       within=lung)
+    assert len(closed) == 1
+    assert labels[20, 48, 73] > 0 and labels[20, 48, 12] == 0
+    small, _ = decode_components(probability, None, {"threshold": 0.5, "within_closing_mm": 4.0}, within=lung)
+    assert len(small) == 0  # a ball much smaller than the nodule does not fill its dent

@@ -25,6 +25,25 @@ def equivalent_diameter_mm(volume_mm3: float, ndim: int) -> float:
     return (6.0 * volume_mm3 / math.pi) ** (1.0 / 3.0)
 
 
+def inside_closed_mask(mask: np.ndarray, regions: np.ndarray, number: int, box: tuple[slice, ...],
+                       radius_mm: float, spacing_zyx: tuple[float, ...]) -> float:
+    """Fraction of region ``number`` inside ``mask`` closed by a ball of ``radius_mm``.
+
+    Computed on the region's box padded by twice the radius, the reach of a closing there, with
+    two Euclidean distance transforms in mm (their cost does not grow with the radius).
+    """
+    from scipy import ndimage
+
+    window = tuple(slice(max(0, b.start - pad), min(size, b.stop + pad)) for b, pad, size in
+                   zip(box, (int(np.ceil(2 * radius_mm / s)) + 1 for s in spacing_zyx), mask.shape))
+    part = mask[window]
+    if not part.any():
+        return 0.0
+    dilated = ndimage.distance_transform_edt(~part, sampling=spacing_zyx) <= radius_mm
+    closed = part | (ndimage.distance_transform_edt(dilated, sampling=spacing_zyx) > radius_mm)
+    return float(closed[regions[window] == number].mean())
+
+
 def decode_components(
     probability: MedicalImage,
     intensity: MedicalImage | None,
@@ -40,7 +59,10 @@ def decode_components(
     operating points still see weak candidates); min_diameter_mm (0), max_findings (100).
     ``within`` (a boolean mask on the same grid, e.g. the lungs): regions with less than half
     their voxels inside it are dropped (a lung nodule detector has no business in the
-    mediastinum or the chest wall, where the windows it ran on also reach).
+    mediastinum or the chest wall, where the windows it ran on also reach).  With
+    ``within_closing_mm`` (0) a region that fails is measured again against the mask closed by a
+    ball of that radius: a juxtapleural nodule bites a dent into the lung mask that a threshold
+    mask leaves open, while the chest wall outside the lung's convex outline stays outside.
     Returns the findings (ids 1..N by decreasing probability) and an int32 map whose value
     for each finding is its ``mask_value``.
     """
@@ -50,6 +72,7 @@ def decode_components(
     level = min(float(decoding.get("mask_threshold", threshold)), threshold)
     min_diameter = float(decoding.get("min_diameter_mm", 0.0))
     max_findings = int(decoding.get("max_findings", 100))
+    closing_mm = float(decoding.get("within_closing_mm", 0.0))
     values = probability.array
     geometry = probability.geometry
     voxel_mm3 = float(np.prod(geometry.spacing_xyz))
@@ -65,8 +88,14 @@ def decode_components(
         np.asarray(ndimage.mean(intensity.array, regions, index)) if intensity is not None else [None] * count
     )
     boxes = ndimage.find_objects(regions)
-    inside = (np.asarray(ndimage.mean(np.asarray(within, bool), regions, index)) if within is not None
-              else np.ones(count))
+    inside = np.ones(count)
+    if within is not None:
+        within = np.asarray(within, bool)
+        inside = np.asarray(ndimage.mean(within, regions, index))
+        if closing_mm > 0:
+            spacing_zyx = tuple(float(v) for v in geometry.spacing_xyz[::-1])[-values.ndim:]
+            for k in np.flatnonzero((inside < 0.5) & (peaks >= threshold)):
+                inside[k] = inside_closed_mask(within, regions, k + 1, boxes[k], closing_mm, spacing_zyx)
     candidates = []
     for k in range(count):
         volume = float(sizes[k]) * voxel_mm3
