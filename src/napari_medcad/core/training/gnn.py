@@ -65,7 +65,8 @@ GNN_CARD: dict[str, Any] = {
 
 GNN_TRAINING: dict[str, Any] = {
     "seed": 20240501,
-    "train_cases": 20,
+    # 60 phantoms (84 nodule candidates) instead of 20 (25): held-out CNN + GNN sens@1FP 0.59 -> 0.67
+    "train_cases": 60,
     "val_cases": 4,
     "val_seed": 20240502,
     "epochs": 200,
