@@ -29,18 +29,16 @@ def inside_closed_mask(mask: np.ndarray, regions: np.ndarray, number: int, box: 
                        radius_mm: float, spacing_zyx: tuple[float, ...]) -> float:
     """Fraction of region ``number`` inside ``mask`` closed by a ball of ``radius_mm``.
 
-    Computed on the region's box padded by twice the radius, the reach of a closing there, with
-    two Euclidean distance transforms in mm (their cost does not grow with the radius).
+    Computed on the region's box padded by twice the radius, the reach of a closing there.
     """
-    from scipy import ndimage
+    from ..preprocess.masks import close_by_distance
 
     window = tuple(slice(max(0, b.start - pad), min(size, b.stop + pad)) for b, pad, size in
                    zip(box, (int(np.ceil(2 * radius_mm / s)) + 1 for s in spacing_zyx), mask.shape))
     part = mask[window]
     if not part.any():
         return 0.0
-    dilated = ndimage.distance_transform_edt(~part, sampling=spacing_zyx) <= radius_mm
-    closed = part | (ndimage.distance_transform_edt(dilated, sampling=spacing_zyx) > radius_mm)
+    closed = close_by_distance(part, radius_mm, spacing_zyx)
     return float(closed[regions[window] == number].mean())
 
 

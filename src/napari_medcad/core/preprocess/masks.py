@@ -53,6 +53,17 @@ def _largest_components(selected: np.ndarray, keep: int, min_fraction: float) ->
     return np.isin(labels, chosen)
 
 
+def close_by_distance(binary: np.ndarray, radius_mm: float, spacing: Sequence[float]) -> np.ndarray:
+    """Morphological closing of ``binary`` by a ball (disk in 2-D) of ``radius_mm``, from two
+    Euclidean distance transforms in mm, so the cost does not grow with the radius.  The array's edge
+    neither grows nor erodes the mask: pad first where the closing must reach past it.  ``binary``
+    must hold at least one True voxel."""
+    from scipy import ndimage
+
+    dilated = ndimage.distance_transform_edt(~binary, sampling=spacing) <= radius_mm
+    return binary | (ndimage.distance_transform_edt(dilated, sampling=spacing) > radius_mm)
+
+
 def _close_and_fill(plane: np.ndarray, radius_mm: float, spacing_yx: Sequence[float]) -> np.ndarray:
     """In-plane closing with a disk of ``radius_mm`` (two Euclidean distance transforms in mm,
     so the cost does not grow with the radius, on the content's bounding box only: a closing
@@ -63,9 +74,7 @@ def _close_and_fill(plane: np.ndarray, radius_mm: float, spacing_yx: Sequence[fl
         rows, cols = np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0))
         window = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
         pad = int(np.ceil(radius_mm / min(spacing_yx))) + 1
-        part = np.pad(plane[window], pad)
-        dilated = ndimage.distance_transform_edt(~part, sampling=spacing_yx) <= radius_mm
-        closed = ndimage.distance_transform_edt(dilated, sampling=spacing_yx) > radius_mm
+        closed = close_by_distance(np.pad(plane[window], pad), radius_mm, spacing_yx)
         plane = plane.copy()
         plane[window] |= closed[pad:-pad, pad:-pad]
     return ndimage.binary_fill_holes(plane)
