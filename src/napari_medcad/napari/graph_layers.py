@@ -81,7 +81,7 @@ def graph_layer_data(
         "name": f"{source} graph edges", "ndim": 3, "features": edge_features,
         "edge_color": edge_color_by, "edge_colormap": PROBABILITY_COLORMAP if edge_color_by == "gnn" else CHANGE_COLORMAP,
         "edge_contrast_limits": (0.0, 1.0) if edge_color_by == "gnn" else (-1.0, 1.0),
-        "edge_width": 0.4, "vector_style": "line", "out_of_slice_display": True, "opacity": 0.8,
+        "edge_width": 0.4, "vector_style": "line", "projection_mode": "fade", "opacity": 0.8,
         "metadata": layer_metadata(image, role=ROLE_GRAPH_EDGES, edge_color_by=edge_color_by, **meta), **transform,
     }, "vectors")
     if not len(first):
@@ -96,7 +96,7 @@ def graph_layer_data(
         "face_color": "gnn", "face_colormap": PROBABILITY_COLORMAP, "face_contrast_limits": (0.0, 1.0),
         "border_color": "change", "border_colormap": CHANGE_COLORMAP, "border_contrast_limits": (-1.0, 1.0),
         "border_width": 0.3, "text": {"string": "{gnn:.2f}", "color": "white", "size": 8, "anchor": "lower_right"},
-        "out_of_slice_display": True,
+        "projection_mode": "rescale_linear",  # a node shows, shrinking, on the slices near it
         "metadata": layer_metadata(image, role=ROLE_GRAPH_NODES, **meta), **transform,
     }, "points")
     if not graph.n_nodes:
