@@ -83,7 +83,7 @@ LUNG_NODULE_CT_TRAINING: dict[str, Any] = {
     "threads": 1,  # one thread: bit-reproducible, and robust when the cores are shared
 }
 
-from .gnn import GNN_CARD, GNN_TRAINING  # noqa: E402  (the graph rescorer's recipe)
+from .gnn_recipe import GNN_CARD, GNN_TRAINING  # noqa: E402  (the graph rescorer's recipe)
 
 from .classifiers import CLASSIFIER_RECIPES  # noqa: E402  (the four image-level classifiers)
 
