@@ -11,6 +11,7 @@ from qtpy.QtWidgets import QFormLayout, QLabel, QPushButton, QVBoxLayout, QWidge
 from ...core.errors import MedcadError
 from ...core.image import napari_world_to_lps
 from ..layers import geometry_from_layer, labels_layer_data, META_KEY
+from .text_area import description_area
 
 
 def _fmt(values, digits: int = 3) -> str:
@@ -37,7 +38,8 @@ class ImageInfoWidget(QWidget):
             label.setWordWrap(True)
             label.setObjectName(key)
             self._fields[key] = label
-            form.addRow(key, label)
+            # header fields can run to several lines: they scroll rather than squeeze the rows
+            form.addRow(key, description_area(label, lines=2) if key == "header" else label)
         self.new_labels_button = QPushButton("New labels layer on this image's grid")
         self.new_labels_button.setToolTip(
             "A Labels layer with the image's shape, spacing, origin and direction: "

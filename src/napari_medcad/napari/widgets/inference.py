@@ -59,6 +59,7 @@ from ..explain_layers import add_explanation_layer, show_explanations
 from ..graph_layers import ROLE_GRAPH_EDGES, ROLE_GRAPH_NODES, add_graph_layers, graph_layer_data, graph_layers_of
 from ..jobs import JobRunner, notify_error
 from ..layers import META_KEY, image_from_layer
+from .text_area import description_area
 
 if TYPE_CHECKING:  # pragma: no cover
     from ...core.models.card import ModelCard
@@ -183,6 +184,7 @@ class InferenceWidget(QWidget):
         self.runner = JobRunner()
         self.about = QLabel("")
         self.about.setWordWrap(True)
+        self.about_area = description_area(self.about, lines=4)
         self.message = QLabel("")
         self.message.setWordWrap(True)
         self._cards: dict[str, ModelCard] = {}
@@ -199,7 +201,7 @@ class InferenceWidget(QWidget):
         form.addRow("device", self.device_combo)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        layout.addWidget(self.about)
+        layout.addWidget(self.about_area)
         layout.addWidget(self.heatmap_check)
         layout.addWidget(self.rescore_check)
         layout.addWidget(self.run_button)
