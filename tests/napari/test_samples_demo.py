@@ -91,3 +91,24 @@ def test_manifest_validates_and_names_the_distribution():
     assert manifest.name == PLUGIN
     keys = {sample.key for sample in manifest.contributions.sample_data}
     assert keys == {"lung_ct", "phantom_ct", "radiograph"}
+
+
+def test_demo_docks_show_every_row_at_its_height(make_napari_viewer, monkeypatch, qtbot):
+    """Four docks share the right-hand column: no row may be squeezed under its minimum (a bare
+    word-wrapped description once pressed the Inference dock's combo boxes to a few pixels)."""
+    from qtpy.QtWidgets import QComboBox
+
+    from napari_medcad.napari import demo
+
+    import napari
+
+    monkeypatch.setattr(napari, "Viewer", lambda *args, **kwargs: make_napari_viewer(show=True))
+    viewer = demo.open_demo_viewer("lung_ct", show=False)
+    viewer.window._qt_window.resize(1400, 900)
+    qtbot.wait(200)
+    combos = [combo for dock in viewer.window.dock_widgets.values() for combo in dock.findChildren(QComboBox)
+              if combo.isVisible()]
+    assert len(combos) >= 5
+    squeezed = [(combo.currentText(), combo.height()) for combo in combos
+                if combo.height() < combo.minimumSizeHint().height()]
+    assert not squeezed
