@@ -65,9 +65,8 @@ def close_by_distance(binary: np.ndarray, radius_mm: float, spacing: Sequence[fl
 
 
 def _close_and_fill(plane: np.ndarray, radius_mm: float, spacing_yx: Sequence[float]) -> np.ndarray:
-    """In-plane closing with a disk of ``radius_mm`` (two Euclidean distance transforms in mm,
-    so the cost does not grow with the radius, on the content's bounding box only: a closing
-    never leaves it), then hole filling."""
+    """In-plane closing with a disk of ``radius_mm`` (:func:`close_by_distance`, on the content's
+    bounding box padded by the radius only: a closing never leaves it), then hole filling."""
     from scipy import ndimage
 
     if plane.any():
