@@ -55,12 +55,22 @@ class AttentionNet2D(nn.Module):
         batch, width, rows, cols = maps.shape
         tokens = maps.flatten(2).transpose(1, 2) + self.position
         tokens = torch.cat([self.cls_token.expand(batch, -1, -1), tokens], dim=1)
-        for block in self.blocks:
-            tokens = block(tokens)
+        # the last block's attention matrix as it enters the block's attention dropout: the same
+        # numbers MONAI keeps in ``att_mat``, but inside the graph (``att_mat`` is detached), so
+        # training can shape it (training.localisation)
+        captured: list[torch.Tensor] = []
+        hook = (self.blocks[-1].attn.drop_weights.register_forward_hook(
+            lambda module, inputs, output: captured.append(inputs[0])) if return_attention else None)
+        try:
+            for block in self.blocks:
+                tokens = block(tokens)
+        finally:
+            if hook is not None:
+                hook.remove()
         logits = self.head(self.norm(tokens[:, 0]))
         if not return_attention:
             return logits
-        weights = self.blocks[-1].attn.att_mat  # (B, heads, 1 + g*g, 1 + g*g), softmax over the last axis
+        weights = captured[-1] if captured else self.blocks[-1].attn.att_mat  # (B, heads, 1 + g*g, 1 + g*g)
         attention = weights[:, :, 0, 1:].mean(dim=1).reshape(batch, rows, cols)
         return logits, attention
 

@@ -108,13 +108,20 @@ class SliceLSTM(nn.Module):
         self.lstm = nn.LSTM(2 * width, int(hidden), batch_first=True, bidirectional=True)
         self.head = nn.Linear(2 * int(hidden), int(num_classes))
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, D, H, W) -> slice embeddings (B, D, 2 * features[-1]): mean- and max-pooled maps."""
+    def encode_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, D, H, W) -> the encoder's map of every slice (B, D, features[-1], H/4, W/4)."""
         batch, channels, depth, height, width = x.shape
         slices = x.permute(0, 2, 1, 3, 4).reshape(batch * depth, channels, height, width)
         maps = self.encoder(slices)
-        pooled = torch.cat([maps.mean(dim=(2, 3)), maps.amax(dim=(2, 3))], dim=1)
-        return pooled.reshape(batch, depth, -1)
+        return maps.reshape(batch, depth, *maps.shape[1:])
+
+    def embed(self, maps: torch.Tensor) -> torch.Tensor:
+        """Slice maps (B, D, C, h, w) -> slice embeddings (B, D, 2C): their means and maxima."""
+        return torch.cat([maps.mean(dim=(3, 4)), maps.amax(dim=(3, 4))], dim=2)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, D, H, W) -> slice embeddings (B, D, 2 * features[-1]): mean- and max-pooled maps."""
+        return self.embed(self.encode_maps(x))
 
     def pool(self, embeddings: torch.Tensor) -> torch.Tensor:
         """The LSTM over the slice embeddings (first slice to last and back) -> logits."""
