@@ -147,9 +147,7 @@ def test_a_card_whose_weights_pickle_code_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("name", [
-    "nodule-cnn2d", "nodule-attention2d", "nodule-mil3d",
-    pytest.param("nodule-lstm3d", marks=pytest.mark.xfail(
-        strict=True, reason="the LSTM aggregator on its frozen encoder separates poorly (benchmark AUC 0.72)")),
+    "nodule-cnn2d", "nodule-attention2d", "nodule-mil3d", "nodule-lstm3d",
 ])
 def test_shipped_model_separates_held_out_phantom_samples(name):
     from classifier_samples import heldout_samples

@@ -22,8 +22,6 @@ from napari_medcad.core.image import Geometry, MedicalImage  # noqa: E402
 from napari_medcad.core.models.registry import find_model  # noqa: E402
 from napari_medcad.core.training.classifiers import heatmap_hit, sample_image  # noqa: E402
 
-CLASSIFIERS = ("nodule-cnn2d", "nodule-lstm3d", "nodule-attention2d", "nodule-mil3d")
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -85,28 +83,17 @@ def hit_fraction(name: str) -> float:
     return float(np.mean(hits))
 
 
-#: measured on the 57 positives of benchmarks/bench_classifiers.py (seed 7777): 0.72, 0.40, 0.67, 0.79
-BELOW_TARGET = "the shipped weights do not reach the issue's 80% target yet (benchmark: {})"
-
-
 @pytest.mark.parametrize("name", [
-    pytest.param("nodule-cnn2d", marks=pytest.mark.xfail(strict=True, reason=BELOW_TARGET.format("Grad-CAM 0.72"))),
-    pytest.param("nodule-lstm3d", marks=pytest.mark.xfail(strict=True, reason=BELOW_TARGET.format("Grad-CAM 0.40"))),
-    pytest.param("nodule-attention2d", marks=pytest.mark.xfail(strict=True, reason=BELOW_TARGET.format("0.67"))),
-    pytest.param("nodule-mil3d", marks=pytest.mark.xfail(strict=True, reason=BELOW_TARGET.format("0.79"))),
+    "nodule-cnn2d", "nodule-attention2d", "nodule-mil3d",
+    pytest.param("nodule-lstm3d", marks=pytest.mark.xfail(
+        strict=True, reason="the LSTM's Grad-CAM peaks in the nodule in 36 of these 46 positives (0.78; "
+                            "the benchmark's 57: 0.86)")),
 ])
 def test_heatmap_peak_lies_inside_the_true_nodule_in_80_percent(name):
-    """The issue's target, with the shipped weights.  Strict xfail: reaching it fails the marker,
-    so whoever improves the weights removes it."""
+    """The issue's target, with the shipped weights, on the tests' own held-out phantoms (about 46
+    positives; the benchmark's 57 are in the README).  A nodule's cross-section covers 2-8% of a
+    64 x 64 mm window: a map that ignored the nodule would rarely peak in it."""
     assert hit_fraction(name) >= 0.8
-
-
-@pytest.mark.parametrize("name", ["nodule-cnn2d", "nodule-attention2d", "nodule-mil3d"])
-def test_heatmap_peak_lies_inside_the_true_nodule_far_above_chance(name):
-    """A nodule's cross-section covers 2-8% of a 64 x 64 mm window: a map that ignored the nodule
-    would rarely peak in it.  (The LSTM's Grad-CAM peaks in the nodule in only 40% of the
-    benchmark's positives: see the strict xfail above.)"""
-    assert hit_fraction(name) >= 0.5
 
 
 @pytest.mark.parametrize("name", ["nodule-attention2d", "nodule-cnn2d"])
@@ -124,7 +111,9 @@ def test_2d_heatmap_on_a_finer_grid_lies_where_it_lies_on_the_model_grid(name):
     heatmap = explain(source, card, preprocess=False)
     assert heatmap.spatial_shape == (128, 128) and heatmap.geometry == fine
     original_peak = heatmap_peak_mm(explain(image, card, preprocess=False))
-    assert np.linalg.norm(heatmap_peak_mm(heatmap) - original_peak) <= 1.5
+    # within one 4 mm cell of the model's map: a map spread evenly over the nodule's cells (what the
+    # localisation training asks for) can tip to a neighbouring cell on the twice-resampled input
+    assert np.linalg.norm(heatmap_peak_mm(heatmap) - original_peak) <= 4.0
     assert heatmap_hit(heatmap, samples, index)
 
 

@@ -427,7 +427,9 @@ def _initialise_encoder(network, recipe: dict[str, Any]) -> dict[str, Any]:
 def train_classifier(card_data: dict, recipe: dict, out_dir: Path, progress: ProgressFn | None = None,
                      cache_dir=None) -> Path:
     """Train the card's network on the phantom samples; the weights of the epoch with the best
-    validation AUC are kept.  Writes the weights and ``card.yaml`` into ``out_dir``."""
+    validation AUC are kept.  With the recipe's ``localisation_weight``, the loss also rewards the
+    model's own heatmap for lying inside the nodule (``training.localisation``).  Writes the
+    weights and ``card.yaml`` into ``out_dir``."""
     import torch
 
     from ..models.card import ModelCard
