@@ -118,6 +118,6 @@ def logits_and_heat(network, card, x):
         return (*network(x, return_attention=True), False)
     layer = (card.inference.get("explain", {}) or {}).get("target_layer")
     logits, heat = gradcam_in_graph(network, str(layer), x)
-    if heat.shape[0] != x.shape[0]:  # a slice encoder's maps (B*D, h, w), as core.explain reshapes them
+    if card.dims == 3:  # a slice encoder's maps (B*D, h, w) -> (B, D, h, w), as core.explain reshapes them
         heat = heat.reshape(x.shape[0], x.shape[2], *heat.shape[-2:])
     return logits, heat, True
