@@ -177,3 +177,59 @@ def test_a_volume_larger_than_the_window_is_explained_in_overlapping_windows():
     centres = samples.true_nodules(index)
     distances = np.linalg.norm(centres[:, :3] - heatmap_peak_mm(heatmap)[None], axis=1)
     assert np.any(distances <= 0.5 * centres[:, 3])
+
+
+@pytest.fixture(scope="module")
+def chest():
+    """A small phantom chest CT in HU (3.6 mm pixels: a 64-pixel window is 230 mm, about half the body)."""
+    from napari_medcad.core.phantom import PhantomConfig, generate_chest_ct
+
+    config = PhantomConfig(shape_zyx=(12, 160, 160), spacing_xyz=(1.8, 1.8, 5.0), first_slice_z_mm=-220.0,
+                           n_nodules=(1, 1))
+    return generate_chest_ct(11, config)
+
+
+def windows_of(heatmap: MedicalImage) -> tuple[int, int]:
+    return heatmap.metadata["windows"], heatmap.metadata["windows_skipped"]
+
+
+def test_windows_without_lung_in_their_middle_are_not_explained(chest):
+    card = find_model("nodule-attention2d")
+    assert card.inference["mask"] == "lung"
+    key = 6
+    heatmap = explain(chest.image, card, slices=[key])
+    explained, skipped = windows_of(heatmap)
+    assert heatmap.metadata["mask"] == "lung_mask" and explained > 0 and skipped > 0
+    # the same slice with the mask switched off: every window, and a map that differs only where skipped
+    whole = explain(chest.image, dataclasses.replace(card, inference={**card.inference, "mask": None}), slices=[key])
+    assert whole.metadata["mask"] == "none" and windows_of(whole) == (explained + skipped, 0)
+    lungs = np.asarray(chest.lung_mask.array[key]) > 0
+    assert heatmap.array[key][lungs].max() > 0
+    # heat in the lungs comes only from windows that were explained: never above the full map there
+    assert np.all(heatmap.array[key] <= whole.array[key] + 1e-6)
+    # a corner far from the lungs (air around the patient) is not explained
+    assert heatmap.array[key][:8, :8].max() == 0
+
+
+def test_a_given_mask_replaces_the_lung_mask(chest):
+    card = find_model("nodule-cnn2d")
+    key = 6
+    empty = chest.image.with_array(np.zeros(chest.image.spatial_shape, np.uint8), modality="SEG")
+    heatmap = explain(chest.image, card, slices=[key], mask=empty)
+    assert heatmap.metadata["mask"] == "given" and windows_of(heatmap)[0] == 0
+    assert not heatmap.array.any() and heatmap.metadata["probability"] == 0.0
+    with pytest.raises(MedcadError, match="does not match"):
+        explain(chest.image, card, slices=[key], mask=empty.with_array(np.zeros((12, 10, 10), np.uint8)))
+
+
+def test_an_image_without_a_lung_mask_is_explained_whole_and_says_so(chest):
+    card = find_model("nodule-cnn2d")
+    key = 6
+    windowed = chest.image.with_array((np.clip(chest.image.array, -1350, 150) + 1350) / 1500.0)
+    heatmap = explain(windowed, card, slices=[key], preprocess=False)
+    assert heatmap.metadata["mask"].startswith("none") and windows_of(heatmap)[1] == 0
+    # a CT without lungs (soft tissue only): nothing to limit the windows to
+    tissue = chest.image.with_array(np.full(chest.image.spatial_shape, 40, np.int16))
+    heatmap = explain(tissue, card, slices=[key])
+    assert heatmap.metadata["mask"] == "none: no lungs found, so every window was explained"
+    assert windows_of(heatmap)[1] == 0

@@ -17,6 +17,13 @@ is then resampled (linear, world positions kept) onto the source image's geometr
 shows it with the image's own scale/translate/affine.  ``metadata["probability"]`` is the
 largest window probability.
 
+Windows whose middle half (on every axis) holds no voxel of the lungs are skipped when the card
+asks for it (``inference.mask: lung``): the built-in classifiers learnt from crops centred in the
+lungs, and elsewhere they fired on air, streak artefacts and the chest wall (lung1: 61-95% of the
+heat lay outside the lungs).  The lung mask is made on the image in Hounsfield units; a user's ``mask``
+replaces it; an image that cannot give one (not a CT in HU, or ``preprocess=False``) is explained
+whole, and ``metadata["mask"]`` says which happened.
+
 A 2-D model on a 3-D image explains the chosen ``slices`` (default: all), each as a 2-D image
 with the in-plane geometry of the volume; other slices stay 0.
 """
@@ -104,8 +111,9 @@ def _window_maps(network, method: str, card: ModelCard, batch: np.ndarray):
 
 
 def _explain_grid(array: np.ndarray, network, method: str, card: ModelCard, progress: ProgressFn | None,
-                  batch_size: int = 8):
-    """Heatmap on the card's grid for a prepared array, and the largest window probability."""
+                  keep: np.ndarray | None = None, batch_size: int = 8):
+    """Heatmap on the card's grid for a prepared array, the largest window probability, the number of
+    windows explained and skipped.  ``keep`` (the array's shape): windows holding none of it are skipped."""
     roi = _roi(card)
     overlap = float(card.inference.get("overlap", 0.5))
     padded_shape = tuple(max(n, r) for n, r in zip(array.shape, roi))
@@ -115,6 +123,15 @@ def _explain_grid(array: np.ndarray, network, method: str, card: ModelCard, prog
     starts = [s.ravel() for s in np.meshgrid(*[_starts(n, r, overlap) for n, r in zip(padded_shape, roi)],
                                             indexing="ij")]
     corners = np.stack(starts, axis=1)
+    total = len(corners)
+    if keep is not None:
+        padded_keep = np.zeros(padded_shape, bool)
+        padded_keep[tuple(slice(0, n) for n in keep.shape)] = keep
+        # the window's middle half on every axis: training crops were centred in the lungs (at 0.5
+        # overlap the middle halves tile the image, so no lung voxel goes unexplained)
+        held = [bool(padded_keep[tuple(slice(c + r // 4, c + r - r // 4) for c, r in zip(corner, roi))].any())
+                for corner in corners]
+        corners = corners[np.asarray(held, bool)]
     best = 0.0
     for first in range(0, len(corners), batch_size):
         report(progress, first, len(corners), f"explaining window {first + 1}/{len(corners)}")
@@ -128,7 +145,7 @@ def _explain_grid(array: np.ndarray, network, method: str, card: ModelCard, prog
             np.maximum(heat[region], scaled_map.astype(np.float32), out=heat[region])
             best = max(best, float(probability))
     report(progress, len(corners), len(corners), "explained")
-    return heat[tuple(slice(0, n) for n in array.shape)], best, len(corners)
+    return heat[tuple(slice(0, n) for n in array.shape)], best, len(corners), total - len(corners)
 
 
 def _plane(image: MedicalImage, index: int) -> MedicalImage:
@@ -144,16 +161,45 @@ def _plane(image: MedicalImage, index: int) -> MedicalImage:
 
 
 def _explain_image(image: MedicalImage, network, method: str, card: ModelCard, preprocess: bool,
-                   progress: ProgressFn | None):
-    """Heatmap (on ``image``'s grid, float32) and probability for an image of the card's dims."""
-    from ..inference.run import _split_pipeline, _to_source
+                   progress: ProgressFn | None, mask: MedicalImage | None = None):
+    """Heatmap (on ``image``'s grid, float32), probability, windows explained and skipped, for an
+    image of the card's dims; ``mask`` (``image``'s grid) limits the windows."""
+    from ..inference.run import _mask_on_grid, _split_pipeline, _to_source
 
     pipeline, geometry_steps, _ = _split_pipeline(card)
     prepared = (pipeline if preprocess else geometry_steps).run(image, device="cpu")
-    heat, probability, windows = _explain_grid(np.asarray(prepared.array, np.float32), network, method, card,
-                                               progress)
+    keep = None if mask is None else _mask_on_grid(mask, geometry_steps)
+    if keep is not None and keep.shape != prepared.spatial_shape:
+        raise MedcadError("the mask does not cover the same grid as the prepared image")
+    heat, probability, windows, skipped = _explain_grid(np.asarray(prepared.array, np.float32), network, method,
+                                                        card, progress, keep)
     on_source = _to_source(prepared.with_array(heat), image, "linear", np.float32)
-    return np.asarray(on_source.array, np.float32), probability, windows
+    return np.asarray(on_source.array, np.float32), probability, windows, skipped
+
+
+def _window_mask(image: MedicalImage, card: ModelCard, mask: MedicalImage | None, preprocess: bool,
+                 progress: ProgressFn | None) -> tuple[MedicalImage | None, str]:
+    """The mask that limits the windows (``image``'s grid) and where it came from."""
+    if mask is not None:
+        if mask.spatial_shape != image.spatial_shape:
+            raise MedcadError(f"the mask's shape {mask.spatial_shape} does not match the image's {image.spatial_shape}")
+        return mask, "given"
+    wanted = card.inference.get("mask")
+    if not wanted:
+        return None, "none"
+    if wanted != "lung":
+        raise MedcadError(f"model card '{card.name}': unknown inference mask '{wanted}' (known: lung)")
+    if not preprocess:
+        return None, "none: the image is not in Hounsfield units (preprocess=False), so every window was explained"
+    from ..preprocess import lung_mask
+
+    try:
+        lungs = lung_mask(image, progress=progress)
+    except MedcadError as err:
+        return None, f"none: no lung mask ({err}), so every window was explained"
+    if not np.asarray(lungs.array).any():
+        return None, "none: no lungs found, so every window was explained"
+    return lungs, "lung_mask"
 
 
 def explain(
@@ -162,13 +208,15 @@ def explain(
     *,
     slices: Sequence[int] | None = None,
     preprocess: bool = True,
+    mask: MedicalImage | None = None,
     progress: ProgressFn | None = None,
 ) -> MedicalImage:
     """A heatmap (float32, 0..1) of why ``model_card`` finds a nodule in ``image``, on ``image``'s grid.
 
     ``preprocess=False``: the image already went through the card's intensity steps (e.g. the
     lung window to [0, 1]); only its resampling is done.  ``slices``: which slices of a 3-D image
-    a 2-D model explains.
+    a 2-D model explains.  ``mask`` (``image``'s grid) replaces the lung mask a card with
+    ``inference.mask: lung`` makes: windows holding none of it are skipped.
     """
     from ..inference.run import _card_of
     from ..models.loading import load_network
@@ -183,24 +231,35 @@ def explain(
         raise MedcadError(f"model '{card.name}': explanations need one of this package's networks (a state_dict card)")
     network = load_network(card)
     details: dict[str, Any] = {}
-    if card.dims == image.ndim:
-        heat, probability, windows = _explain_image(image, network, method, card, preprocess, progress)
-        details["windows"] = windows
-    else:
+    chosen = None
+    if card.dims != image.ndim:
         chosen = list(range(image.spatial_shape[0])) if slices is None else [int(k) for k in slices]
         if any(not 0 <= k < image.spatial_shape[0] for k in chosen):
             raise MedcadError(f"slice out of range for '{image.name}' ({image.spatial_shape[0]} slices)")
+    window_mask, details["mask"] = _window_mask(image, card, mask, preprocess, scaled(progress, 0.0, 0.1))
+    progress = scaled(progress, 0.1 if window_mask is not None and mask is None else 0.0, 1.0)
+    if chosen is None:
+        heat, probability, windows, skipped = _explain_image(image, network, method, card, preprocess, progress,
+                                                             window_mask)
+        details["windows"] = windows
+    else:
         heat = np.zeros(image.spatial_shape, np.float32)
         probabilities = {}
+        windows = skipped = 0
         for number, k in enumerate(chosen):
-            plane_heat, plane_probability, _ = _explain_image(
+            plane_mask = None if window_mask is None else _plane(window_mask, k)
+            plane_heat, plane_probability, plane_windows, plane_skipped = _explain_image(
                 _plane(image, k), network, method, card, preprocess,
-                scaled(progress, number / len(chosen), (number + 1) / len(chosen)))
+                scaled(progress, number / len(chosen), (number + 1) / len(chosen)), plane_mask)
             heat[k] = plane_heat
-            probabilities[k] = round(plane_probability, 4)
+            windows, skipped = windows + plane_windows, skipped + plane_skipped
+            if plane_windows:
+                probabilities[k] = round(plane_probability, 4)
         probability = max(probabilities.values()) if probabilities else 0.0
+        details["windows"] = windows
         details["slices"] = chosen if len(chosen) <= 16 else f"{len(chosen)} slices"
         details["slice_probabilities"] = probabilities if len(probabilities) <= 16 else {}
+    details["windows_skipped"] = skipped
     metadata = {
         "explanation": method,
         "model": card.name,

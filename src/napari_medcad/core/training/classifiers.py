@@ -597,7 +597,8 @@ def _classifier_card(name: str, dims: int, family: str, architecture: dict, desc
         "classes": ["no nodule", "nodule"],
         "output": {"activation": "softmax", "channels": 2},
         "decoding": {"threshold": 0.5},
-        "inference": {**roi, "overlap": 0.5, "explain": explain},
+        # trained on crops inside the lungs: windows without lung are not explained (core.explain)
+        "inference": {**roi, "overlap": 0.5, "mask": "lung", "explain": explain},
         "license": "BSD-3-Clause",
     }
 
