@@ -40,13 +40,9 @@ def main() -> int:
     from napari_medcad.core.explain import explain
     from napari_medcad.core.models.loading import load_network
     from napari_medcad.core.models.registry import find_model
-    from napari_medcad.core.training.classifiers import (
-        build_samples,
-        heatmap_hit,
-        predict_probabilities,
-        roc_auc,
-        sample_image,
-    )
+    from napari_medcad.core.training.classifier_data import build_samples, heatmap_hit, sample_image
+    from napari_medcad.core.training.classifiers import predict_probabilities
+    from napari_medcad.core.training.evaluation import roc_auc
 
     cards = [find_model(name) for name in MODELS]
     used = {int(card.provenance.get("seed", -1)) for card in cards}

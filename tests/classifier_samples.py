@@ -19,7 +19,7 @@ TEST_CASES = 8
 
 @lru_cache(maxsize=1)
 def heldout_samples():
-    from napari_medcad.core.training.classifiers import DATA_RECIPE, build_samples
+    from napari_medcad.core.training.classifier_data import DATA_RECIPE, build_samples
 
     recipe = {**DATA_RECIPE, "max_in_plane": 192, "max_slices": 48, "crops_per_nodule": 2, "n_nodules": [3, 4],
               "nodule_diameter_mm": [10.0, 20.0]}

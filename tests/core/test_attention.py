@@ -154,7 +154,8 @@ def test_shipped_model_separates_held_out_phantom_samples(name):
 
     from napari_medcad.core.models.loading import load_network
     from napari_medcad.core.models.registry import find_model
-    from napari_medcad.core.training.classifiers import predict_probabilities, roc_auc
+    from napari_medcad.core.training.classifiers import predict_probabilities
+    from napari_medcad.core.training.evaluation import roc_auc
 
     samples = heldout_samples()
     card = find_model(name)

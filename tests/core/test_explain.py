@@ -20,7 +20,7 @@ from napari_medcad.core.errors import MedcadError  # noqa: E402
 from napari_medcad.core.explain import explain, heatmap_peak_mm  # noqa: E402
 from napari_medcad.core.image import Geometry, MedicalImage  # noqa: E402
 from napari_medcad.core.models.registry import find_model  # noqa: E402
-from napari_medcad.core.training.classifiers import heatmap_hit, sample_image  # noqa: E402
+from napari_medcad.core.training.classifier_data import heatmap_hit, sample_image  # noqa: E402
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 from classifier_samples import heldout_samples, one_thread  # noqa: E402,F401
 
 from napari_medcad.core.models.networks import build  # noqa: E402
-from napari_medcad.core.training.classifiers import heatmap_hit, sample_image  # noqa: E402
+from napari_medcad.core.training.classifier_data import heatmap_hit, sample_image  # noqa: E402
 from napari_medcad.core.training.localisation import (  # noqa: E402
     gradcam_in_graph,
     gradcam_of_maps,

@@ -13,6 +13,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from ..errors import MedcadError
+
 #: LUNA16's operating points (false positives per scan)
 FROC_FP_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
@@ -53,7 +55,7 @@ def match_case(
 
 def froc(cases: Iterable[CaseMatch], fp_rates: Sequence[float] = FROC_FP_RATES) -> dict:
     """Sensitivity at each FP rate and their mean (CPM), with MONAI's FROC helpers."""
-    from monai.metrics import compute_froc_curve_data, compute_froc_score
+    from monai.metrics import compute_froc_curve_data
 
     cases = list(cases)
     tp = np.array([p for c in cases for p in c.tp_probs], float)
@@ -99,3 +101,21 @@ def threshold_for_fp_rate(cases: Iterable[CaseMatch], fp_per_scan: float) -> flo
         return 0.0
     # the (allowed+1)-th highest FP must fall below the threshold
     return float(np.nextafter(fp[allowed], 1.0))
+
+
+def roc_auc(labels: Sequence[int], scores: Sequence[float]) -> float:
+    """ROC AUC (scikit-learn's when installed; else the Mann-Whitney rank statistic)."""
+    labels = np.asarray(labels, int)
+    scores = np.asarray(scores, float)
+    if labels.min(initial=1) == labels.max(initial=0):
+        raise MedcadError("ROC AUC needs both positive and negative samples")
+    try:
+        from sklearn.metrics import roc_auc_score
+    except ImportError:
+        from scipy.stats import rankdata
+
+        ranks = rankdata(scores)
+        positives = labels == 1
+        n_pos, n_neg = positives.sum(), (~positives).sum()
+        return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(roc_auc_score(labels, scores))

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import MedcadError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .classifiers import ClassifierSamples
+    from .classifier_data import ClassifierSamples
 
 
 def nodule_masks(samples: "ClassifierSamples", indices, dims: int) -> np.ndarray:
