@@ -79,6 +79,12 @@ def _starts(length: int, size: int, overlap: float) -> list[int]:
     return sorted({int(round(v)) for v in np.linspace(0, length - size, count)})
 
 
+def slice_maps_as_volumes(maps, batch_shape):
+    """A slice encoder's Grad-CAM, one map per slice ((B*D, [1,] h, w)), as (B, D, h, w) for a batch
+    of volumes of ``batch_shape`` (B, C, D, H, W): the 3-D models' encoders see each slice alone."""
+    return maps.reshape(batch_shape[0], batch_shape[2], *maps.shape[-2:])
+
+
 def _window_maps(network, method: str, card: ModelCard, batch: np.ndarray):
     """(probabilities (B,), maps (B, *roi)) for one batch of windows (B, 1, *roi)."""
     import torch
@@ -102,8 +108,8 @@ def _window_maps(network, method: str, card: ModelCard, batch: np.ndarray):
         with torch.no_grad():
             logits = network(x)
         maps = raw.detach().float()
-        if card.dims == 3:  # per-slice maps of the slice encoder: (B*D, 1, h, w) -> (B, 1, D, h, w)
-            maps = maps.reshape(x.shape[0], x.shape[2], *maps.shape[-2:])[:, None]
+        if card.dims == 3:
+            maps = slice_maps_as_volumes(maps, x.shape)[:, None]
     probabilities = torch.softmax(logits.detach(), dim=1)[:, 1].numpy()
     mode = "bilinear" if card.dims == 2 else "trilinear"
     maps = F.interpolate(maps, size=roi, mode=mode, align_corners=False)[:, 0].numpy()

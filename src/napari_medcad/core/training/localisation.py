@@ -112,12 +112,12 @@ def gradcam_of_maps(network, maps):
 def logits_and_heat(network, card, x):
     """The network's logits, the heatmap ``core.explain`` would show for the batch ``x`` (Grad-CAM:
     before its ReLU), in the graph, and whether that map holds scores (see :func:`localisation_loss`)."""
-    from ..explain.maps import explanation_method
+    from ..explain.maps import explanation_method, slice_maps_as_volumes
 
     if explanation_method(card) == "attention":
         return (*network(x, return_attention=True), False)
     layer = (card.inference.get("explain", {}) or {}).get("target_layer")
     logits, heat = gradcam_in_graph(network, str(layer), x)
-    if card.dims == 3:  # a slice encoder's maps (B*D, h, w) -> (B, D, h, w), as core.explain reshapes them
-        heat = heat.reshape(x.shape[0], x.shape[2], *heat.shape[-2:])
+    if card.dims == 3:
+        heat = slice_maps_as_volumes(heat, x.shape)
     return logits, heat, True
