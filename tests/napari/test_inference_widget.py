@@ -250,8 +250,19 @@ def test_explain_adds_a_heatmap_over_the_image_and_the_switch_hides_it(widget, q
     assert heat.data.shape == image_layer.data.shape  # on the source grid, with its transform
     np.testing.assert_allclose(heat.data_to_world((5, 10, 10)), image_layer.data_to_world((5, 10, 10)), atol=1e-6)
     assert heat.data[5].max() > 0 and not heat.data[0].any()  # only the current slice was explained
+    assert widget.message.text().startswith(f"explanation of '{image_layer.name}' added")
     widget.explain_check.setChecked(False)
     assert not heat.visible
+
+
+def test_the_message_after_an_explanation_says_which_windows_were_left_out():
+    from napari_medcad.napari.widgets.inference import _windows_note
+
+    assert _windows_note({"mask": "lung_mask", "windows": 12, "windows_skipped": 30}) == (
+        "; only windows in the lungs were explained (30 of 42 skipped)")
+    assert "in the mask" in _windows_note({"mask": "given", "windows": 1, "windows_skipped": 3})
+    assert _windows_note({"mask": "lung_mask", "windows": 12, "windows_skipped": 0}) == ""
+    assert _windows_note({"mask": "none: no lungs found, so every window was explained", "windows": 4}) == ""
 
 
 def test_lung_detector_adds_its_graph_and_a_rerun_replaces_it(make_napari_viewer, qtbot):

@@ -125,6 +125,15 @@ def _explain_job(image, card, slices, warmed_up: threading.Event | None = None, 
         return None
 
 
+def _windows_note(metadata: dict) -> str:
+    """Why parts of a heatmap are empty: the windows left out because they hold no lung."""
+    skipped = int(metadata.get("windows_skipped", 0) or 0)
+    if metadata.get("mask") in ("lung_mask", "given") and skipped:
+        where = "the lungs" if metadata["mask"] == "lung_mask" else "the mask"
+        return f"; only windows in {where} were explained ({skipped} of {skipped + int(metadata.get('windows', 0))} skipped)"
+    return ""
+
+
 class _Background(QObject):
     """Carries the warm-up thread's answer to the GUI thread."""
 
@@ -400,7 +409,8 @@ class InferenceWidget(QWidget):
             return self._fail(heat.error)
         if layer in self.viewer.layers:
             add_explanation_layer(self.viewer, heat, layer)
-            self.message.setText(f"explanation of '{layer.name}' added (adjust its opacity in the layer controls)")
+            self.message.setText(f"explanation of '{layer.name}' added{_windows_note(heat.metadata)} "
+                                 "(adjust its opacity in the layer controls)")
 
     def _show_explanations(self, checked: bool) -> None:
         layer = self.image_layer()
