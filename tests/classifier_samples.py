@@ -1,7 +1,7 @@
 """Held-out phantom samples for the classifier and explanation tests (built once per session).
 
 Eight small phantom cases (192 px in-plane at most, 48 slices, 3-4 nodules of 10-20 mm) from a seed
-no training used, cut into samples as the training data is (``core.training.classifiers``): about
+no training used, cut into samples as the training data is (``core.training.classifier_data``): about
 46 positives, so one hard nodule (two crops) moves a hit rate by 4%, not by 17% as with two cases;
 about 25 s on an idle machine.
 """
