@@ -233,3 +233,12 @@ def test_an_image_without_a_lung_mask_is_explained_whole_and_says_so(chest):
     heatmap = explain(tissue, card, slices=[key])
     assert heatmap.metadata["mask"] == "none: no lungs found, so every window was explained"
     assert windows_of(heatmap)[1] == 0
+
+
+def test_a_3d_model_skips_windows_outside_the_lungs_too(chest):
+    heatmap = explain(chest.image, find_model("nodule-mil3d"))
+    explained, skipped = windows_of(heatmap)
+    assert heatmap.metadata["mask"] == "lung_mask" and explained > 0 and skipped > 0
+    assert heatmap.spatial_shape == chest.image.spatial_shape and heatmap.geometry == chest.image.geometry
+    lungs = np.asarray(chest.lung_mask.array) > 0
+    assert heatmap.array[lungs].max() > 0 and heatmap.array[:, :8, :8].max() == 0
