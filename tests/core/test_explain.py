@@ -140,7 +140,10 @@ def test_the_card_window_is_applied_to_hounsfield_units():
     card = find_model("nodule-attention2d")
     windowed = sample_image(samples, indices[0], 2)
     hu = windowed.with_array(windowed.array * 1500.0 - 1350.0)  # the lung window's inverse
-    np.testing.assert_allclose(explain(hu, card).array, explain(windowed, card, preprocess=False).array, atol=1e-4)
+    from_hu = explain(hu, card)
+    # a crop inside the lung has no body outline: its few "lung" voxels are not taken for lungs
+    assert from_hu.metadata["mask"] == "none: no lungs found, so every window was explained"
+    np.testing.assert_allclose(from_hu.array, explain(windowed, card, preprocess=False).array, atol=1e-4)
     # windowing an already windowed image is not the same input
     assert not np.allclose(explain(windowed, card).array, explain(windowed, card, preprocess=False).array, atol=1e-3)
 
@@ -242,3 +245,14 @@ def test_a_3d_model_skips_windows_outside_the_lungs_too(chest):
     assert heatmap.spatial_shape == chest.image.spatial_shape and heatmap.geometry == chest.image.geometry
     lungs = np.asarray(chest.lung_mask.array) > 0
     assert heatmap.array[lungs].max() > 0 and heatmap.array[:, :8, :8].max() == 0
+
+
+def test_the_lung_mask_that_picks_windows_is_made_coarse_and_matches_the_full_one(chest):
+    from napari_medcad.core.explain.maps import WINDOW_MASK_SPACING_MM, _coarse_lung_mask
+    from napari_medcad.core.preprocess import lung_mask
+
+    assert min(chest.image.geometry.spacing_xyz) < WINDOW_MASK_SPACING_MM  # so it is resampled
+    coarse = _coarse_lung_mask(chest.image, None)
+    assert coarse.spatial_shape == chest.image.spatial_shape and coarse.geometry == chest.image.geometry
+    full = np.asarray(lung_mask(chest.image).array) > 0
+    assert np.mean((np.asarray(coarse.array) > 0) == full) > 0.98
