@@ -85,7 +85,7 @@ LUNG_NODULE_CT_TRAINING: dict[str, Any] = {
 
 from .gnn_recipe import GNN_CARD, GNN_TRAINING  # noqa: E402  (the graph rescorer's recipe)
 
-from .classifiers import CLASSIFIER_RECIPES  # noqa: E402  (the four image-level classifiers)
+from .classifier_recipes import CLASSIFIER_RECIPES  # noqa: E402  (the four image-level classifiers)
 
 BUILTIN_RECIPES = {"lung-nodule-ct": (LUNG_NODULE_CT_CARD, LUNG_NODULE_CT_TRAINING),
                    "lung-nodule-gnn": (GNN_CARD, GNN_TRAINING), **CLASSIFIER_RECIPES}
