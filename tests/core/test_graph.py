@@ -176,7 +176,36 @@ def test_features_tell_a_vessel_segment_from_an_isolated_nodule(toy):
     assert table["nearest_candidate_mm"][nodule] > 20
     # chain links: each vessel segment is joined to its neighbours through the vessel, the nodule to none
     assert list(table["vessel_neighbours"]) == [1, 2, 2, 1, 0]
+    # a ball curves every way, a vessel not along itself (on the oblique 0.7 x 0.9 x 2.5 mm grid)
+    assert (table["blobness"][nodule] > 3 * table["blobness"][vessel]).all()
     assert np.isfinite(features.values).all()
+
+
+def test_blobness_finds_a_ball_on_a_vessel_and_does_not_depend_on_the_voxel_size():
+    from napari_medcad.core.graph.features import blobness
+
+    def scene(spacing_zyx):
+        shape = np.round(np.array([40.0, 40.0, 40.0]) / spacing_zyx).astype(int)
+        mm = [np.arange(n) * s for n, s in zip(shape, spacing_zyx)]
+        z, y, x = np.meshgrid(*mm, indexing="ij")
+        hu = np.full(shape, LUNG_HU, np.float32)
+        hu[(z - 20) ** 2 + (x - 20) ** 2 <= 2.0**2] = TISSUE_HU  # a vessel along y through the middle
+        ball = (z - 20) ** 2 + (y - 20) ** 2 + (x - 24) ** 2 <= 4.0**2  # a 8 mm nodule touching it
+        with_ball = hu.copy()
+        with_ball[ball] = TISSUE_HU
+        noise = np.random.default_rng(0).normal(0, 20, shape).astype(np.float32)  # scanner noise
+        return hu + noise, with_ball + noise, np.array([20.0, 20.0, 24.0]) / spacing_zyx
+
+    values = {}
+    for spacing in ((1.0, 1.0, 1.0), (2.5, 0.7, 0.7)):
+        spacing = np.asarray(spacing)
+        vessel_only, with_ball, centre = scene(spacing)
+        values[tuple(spacing)] = (blobness(with_ball, spacing, centre),
+                                  blobness(vessel_only, spacing, np.array([20.0, 20.0, 20.0]) / spacing))
+    for ball_value, vessel_value in values.values():
+        assert ball_value > 3 * vessel_value
+    (iso_ball, _), (aniso_ball, _) = values.values()
+    assert abs(iso_ball - aniso_ball) < 0.25 * iso_ball  # measured in mm, not voxels
 
 
 def test_features_without_masks_use_the_finding_sphere(toy):
@@ -197,9 +226,14 @@ def small_network():
 
 
 def test_gnn_scores_every_node_of_any_graph(toy):
+    import torch
+
     findings, image, probability, lungs, labels, _ = toy
     network = small_network()
     graph = candidate_graph(findings, image, probability, lungs, labels, k=3)
+    # standardised features, as training sets them: raw HU and HU/mm2 would saturate the untrained net
+    features = torch.from_numpy(graph.features.astype(np.float32))
+    network.set_normalisation(features.mean(0), features.std(0) + 1.0)
     scores = score_graph(graph, network)
     assert scores.shape == (graph.n_nodes,) and ((scores > 0) & (scores < 1)).all()
     single = build_graph(candidate_features(Findings(items=[findings.items[-1]], geometry=findings.geometry),

@@ -16,7 +16,8 @@ GNN_CARD: dict[str, Any] = {
     "version": "0.1.0",
     "description": (
         "Candidate-graph false-positive reduction for lung-nodule-ct: each CNN candidate is a node "
-        "(CNN score, size, shape, HU statistics, surroundings, distance to the lung wall), joined to its "
+        "(CNN score, size, shape, a Hessian blob measure, HU statistics, surroundings, distance to the lung "
+        "wall), joined to its "
         "k nearest candidates in world mm; a small graph attention network (torch_geometric TransformerConv) "
         "rescores every candidate, so vessel cross-sections in chains score low and isolated round "
         "nodules stay high. Trained only on synthetic phantoms. Research use; not a medical device."
