@@ -125,6 +125,11 @@ def _explain_job(image, card, slices, warmed_up: threading.Event | None = None, 
         return None
 
 
+def _count(number: int, noun: str) -> str:
+    """'1 finding', '3 findings'."""
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
 def _windows_note(metadata: dict) -> str:
     """Why parts of a heatmap are empty: the windows left out because they hold no lung."""
     skipped = int(metadata.get("windows_skipped", 0) or 0)
@@ -472,7 +477,7 @@ class InferenceWidget(QWidget):
     def _layers_added(self, result, source_name: str, layers: list) -> None:
         seconds = result.report.get("timings_s", {}).get("total_s", 0.0)
         self.message.setText(
-            f"{len(result.findings)} findings on '{source_name}' "
+            f"{_count(len(result.findings), 'finding')} on '{source_name}' "
             f"({result.report.get('model', {}).get('name', '?')}, {result.report.get('device', '?')}, {seconds:.1f} s)"
         )
         if layers:

@@ -229,7 +229,7 @@ class ReviewWidget(QWidget):
         self._refresh_table()
         resumed = len(session.history)
         self.status_label.setText(
-            f"{len(session.findings)} findings on '{image_layer.name}'"
+            f"{len(session.findings)} finding{'' if len(session.findings) == 1 else 's'} on '{image_layer.name}'"
             + (f", review resumed ({resumed} actions)" if resumed else "") + f"; saved to {session.path}")
         self._fill_classes()
         self._update_controls()
