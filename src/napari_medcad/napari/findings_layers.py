@@ -42,6 +42,11 @@ def _info(role: str, image: MedicalImage, model: str, model_version: str, source
                           edited=False, **extra)
 
 
+def findings_count(number: int) -> str:
+    """'1 finding', '3 findings': how the widgets say how many there are."""
+    return f"{number} finding" + ("" if number == 1 else "s")
+
+
 def role_of(layer) -> str | None:
     """The findings role of a layer made here (None for any other layer)."""
     info = layer.metadata.get(META_KEY, {}) if isinstance(layer.metadata, dict) else {}

@@ -50,6 +50,7 @@ from ...core.inference.run import UNKNOWN_MODALITIES, run_model
 from ..findings_layers import (
     ROLE_HEATMAP,
     add_findings_layers,
+    findings_count,
     findings_layers_of,
     layers_edited,
     result_layer_data,
@@ -123,11 +124,6 @@ def _explain_job(image, card, slices, warmed_up: threading.Event | None = None, 
         return _UserError(err)
     except Cancelled:
         return None
-
-
-def _count(number: int, noun: str) -> str:
-    """'1 finding', '3 findings'."""
-    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 def _windows_note(metadata: dict) -> str:
@@ -477,7 +473,7 @@ class InferenceWidget(QWidget):
     def _layers_added(self, result, source_name: str, layers: list) -> None:
         seconds = result.report.get("timings_s", {}).get("total_s", 0.0)
         self.message.setText(
-            f"{_count(len(result.findings), 'finding')} on '{source_name}' "
+            f"{findings_count(len(result.findings))} on '{source_name}' "
             f"({result.report.get('model', {}).get('name', '?')}, {result.report.get('device', '?')}, {seconds:.1f} s)"
         )
         if layers:

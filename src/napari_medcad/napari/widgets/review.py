@@ -38,7 +38,8 @@ from ...core.errors import MedcadError
 from ...core.findings import Finding, Status
 from ...core.image import lps_to_napari_world
 from ...core.review import ReviewSession, default_review_path
-from ..findings_layers import ROLE_BOXES, ROLE_LABELS, ROLE_POINTS, base_findings, findings_layers_of, role_of
+from ..findings_layers import (ROLE_BOXES, ROLE_LABELS, ROLE_POINTS, base_findings, findings_count,
+                              findings_layers_of, role_of)
 from ..findings_table import ALL_STATUSES, FindingsFilter, FindingsTableModel
 from ..jobs import JobRunner, notify_error
 from ..layers import META_KEY, image_from_layer
@@ -229,7 +230,7 @@ class ReviewWidget(QWidget):
         self._refresh_table()
         resumed = len(session.history)
         self.status_label.setText(
-            f"{len(session.findings)} finding{'' if len(session.findings) == 1 else 's'} on '{image_layer.name}'"
+            f"{findings_count(len(session.findings))} on '{image_layer.name}'"
             + (f", review resumed ({resumed} actions)" if resumed else "") + f"; saved to {session.path}")
         self._fill_classes()
         self._update_controls()
