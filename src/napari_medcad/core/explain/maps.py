@@ -170,13 +170,12 @@ def _explain_image(image: MedicalImage, network, method: str, card: ModelCard, p
                    progress: ProgressFn | None, mask: MedicalImage | None = None):
     """Heatmap (on ``image``'s grid, float32), probability, windows explained and skipped, for an
     image of the card's dims; ``mask`` (``image``'s grid) limits the windows."""
-    from ..inference.run import _mask_on_grid, _split_pipeline, _to_source
+    from ..inference.run import _check_mask_grid, _mask_on_grid, _split_pipeline, _to_source
 
     pipeline, geometry_steps, _ = _split_pipeline(card)
     prepared = (pipeline if preprocess else geometry_steps).run(image, device="cpu")
     keep = None if mask is None else _mask_on_grid(mask, geometry_steps)
-    if keep is not None and keep.shape != prepared.spatial_shape:
-        raise MedcadError("the mask does not cover the same grid as the prepared image")
+    _check_mask_grid(keep, prepared)
     heat, probability, windows, skipped = _explain_grid(np.asarray(prepared.array, np.float32), network, method,
                                                         card, progress, keep)
     on_source = _to_source(prepared.with_array(heat), image, "linear", np.float32)
@@ -186,15 +185,13 @@ def _explain_image(image: MedicalImage, network, method: str, card: ModelCard, p
 def _window_mask(image: MedicalImage, card: ModelCard, mask: MedicalImage | None, preprocess: bool,
                  progress: ProgressFn | None) -> tuple[MedicalImage | None, str]:
     """The mask that limits the windows (``image``'s grid) and where it came from."""
+    from ..inference.run import _card_mask, _check_mask_shape
+
+    _check_mask_shape(mask, image)
     if mask is not None:
-        if mask.spatial_shape != image.spatial_shape:
-            raise MedcadError(f"the mask's shape {mask.spatial_shape} does not match the image's {image.spatial_shape}")
         return mask, "given"
-    wanted = card.inference.get("mask")
-    if not wanted:
+    if not _card_mask(card):
         return None, "none"
-    if wanted != "lung":
-        raise MedcadError(f"model card '{card.name}': unknown inference mask '{wanted}' (known: lung)")
     if not preprocess:
         return None, "none: the image is not in Hounsfield units (preprocess=False), so every window was explained"
     try:
@@ -266,8 +263,10 @@ def explain(
         chosen = list(range(image.spatial_shape[0])) if slices is None else [int(k) for k in slices]
         if any(not 0 <= k < image.spatial_shape[0] for k in chosen):
             raise MedcadError(f"slice out of range for '{image.name}' ({image.spatial_shape[0]} slices)")
+    # a lung mask to make takes the first tenth of the progress bar, whether or not it is found
+    making_mask = mask is None and preprocess and bool(card.inference.get("mask"))
     window_mask, details["mask"] = _window_mask(image, card, mask, preprocess, scaled(progress, 0.0, 0.1))
-    progress = scaled(progress, 0.1 if window_mask is not None and mask is None else 0.0, 1.0)
+    progress = scaled(progress, 0.1 if making_mask else 0.0, 1.0)
     if chosen is None:
         heat, probability, windows, skipped = _explain_image(image, network, method, card, preprocess, progress,
                                                              window_mask)

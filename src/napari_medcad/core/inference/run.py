@@ -88,6 +88,25 @@ def _split_pipeline(card: ModelCard):
     return pipeline, Pipeline(tuple(steps[:cut])), Pipeline(tuple(steps[cut:]))
 
 
+def _check_mask_shape(mask: MedicalImage | None, image: MedicalImage) -> None:
+    """A user mask must lie on the image's grid."""
+    if mask is not None and mask.spatial_shape != image.spatial_shape:
+        raise MedcadError(f"the mask's shape {mask.spatial_shape} does not match the image's {image.spatial_shape}")
+
+
+def _card_mask(card: ModelCard) -> str | None:
+    """The mask the card asks windows to be limited to (``inference.mask``), if any."""
+    wanted = card.inference.get("mask")
+    if wanted and wanted != "lung":
+        raise MedcadError(f"model card '{card.name}': unknown inference mask '{wanted}' (known: lung)")
+    return wanted or None
+
+
+def _check_mask_grid(mask_array: np.ndarray | None, prepared: MedicalImage) -> None:
+    if mask_array is not None and mask_array.shape != prepared.spatial_shape:
+        raise MedcadError("the mask does not cover the same grid as the prepared image")
+
+
 def _mask_on_grid(mask: MedicalImage, geometry_steps) -> np.ndarray:
     """A user mask (source grid) on the model's grid: the same geometry steps, nearest neighbour."""
     from ..preprocess import Pipeline, Step
@@ -157,8 +176,7 @@ def run_model(
 
     card = _card_of(model)
     check_input(image, card)
-    if mask is not None and mask.spatial_shape != image.spatial_shape:
-        raise MedcadError(f"the mask's shape {mask.spatial_shape} does not match the image's {image.spatial_shape}")
+    _check_mask_shape(mask, image)
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
@@ -174,17 +192,14 @@ def run_model(
     clock = time.perf_counter()
     mask_array = None
     mask_source = "none"
-    use_mask = card.inference.get("mask")
+    use_mask = _card_mask(card)
     if mask is not None:
         mask_array = _mask_on_grid(mask, geometry_steps)
         mask_source = "given"
     elif use_mask == "lung":
         mask_array = lung_mask(gridded, progress=scaled(progress, *_STAGES["mask"])).array > 0
         mask_source = "lung_mask"
-    elif use_mask:
-        raise MedcadError(f"model card '{card.name}': unknown inference mask '{use_mask}' (known: lung)")
-    if mask_array is not None and mask_array.shape != prepared.spatial_shape:
-        raise MedcadError("the mask does not cover the same grid as the prepared image")
+    _check_mask_grid(mask_array, prepared)
     timings["mask_s"] = time.perf_counter() - clock
 
     # 2. tiled inference
