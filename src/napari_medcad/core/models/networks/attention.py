@@ -70,7 +70,7 @@ class AttentionNet2D(nn.Module):
         logits = self.head(self.norm(tokens[:, 0]))
         if not return_attention:
             return logits
-        weights = captured[-1] if captured else self.blocks[-1].attn.att_mat  # (B, heads, 1 + g*g, 1 + g*g)
+        weights = captured[-1]  # (B, heads, 1 + g*g, 1 + g*g), softmax over the last axis
         attention = weights[:, :, 0, 1:].mean(dim=1).reshape(batch, rows, cols)
         return logits, attention
 
