@@ -78,18 +78,29 @@ def decode_components(
     findings = Findings(geometry=geometry, shape_zyx=probability.spatial_shape)
     if count == 0:
         return findings, np.zeros(values.shape, dtype=np.int32)
-    index = np.arange(1, count + 1)
-    peaks = np.asarray(ndimage.maximum(values, regions, index))
-    sizes = np.asarray(ndimage.sum_labels(np.ones_like(values, dtype=np.float32), regions, index))
-    centres = np.asarray(ndimage.center_of_mass(values, regions, index), dtype=float).reshape(count, values.ndim)
-    means = (
-        np.asarray(ndimage.mean(intensity.array, regions, index)) if intensity is not None else [None] * count
-    )
+    # the regions' statistics from their voxels alone (a small share of the grid): scipy's
+    # ndimage.maximum sorts the whole volume, seconds on a 300 x 512 x 512 CT
+    flat = np.flatnonzero(regions)
+    numbers = regions.ravel()[flat]
+    region_values = values.ravel()[flat].astype(np.float64)
+    peaks = np.full(count + 1, -np.inf)
+    np.maximum.at(peaks, numbers, region_values)
+    peaks = peaks[1:]
+    sizes = np.bincount(numbers, minlength=count + 1)[1:].astype(float)
+
+    def region_sums(weights) -> np.ndarray:
+        return np.bincount(numbers, weights=weights, minlength=count + 1)[1:]
+
+    mass = region_sums(region_values)  # the probability-weighted centroid, as ndimage.center_of_mass
+    centres = np.column_stack([region_sums(axis * region_values) / mass
+                               for axis in np.unravel_index(flat, values.shape)]).reshape(count, values.ndim)
+    means = (region_sums(intensity.array.ravel()[flat].astype(np.float64)) / sizes if intensity is not None
+             else [None] * count)
     boxes = ndimage.find_objects(regions)
     inside = np.ones(count)
     if within is not None:
         within = np.asarray(within, bool)
-        inside = np.asarray(ndimage.mean(within, regions, index))
+        inside = region_sums(within.ravel()[flat].astype(np.float64)) / sizes
         if closing_mm > 0:
             spacing_zyx = tuple(float(v) for v in geometry.spacing_xyz[::-1])[-values.ndim:]
             for k in np.flatnonzero((inside < 0.5) & (peaks >= threshold)):

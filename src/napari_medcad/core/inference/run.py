@@ -333,9 +333,15 @@ def _rescore(findings: Findings, image: MedicalImage, probability: MedicalImage,
     dropped = [f for f in rescored if f.probability < rescorer.threshold]
     for finding in dropped:
         rescored.remove(finding.id)
-    if dropped:
-        gone = np.array([f.mask_value for f in dropped if f.mask_value], dtype=labels.array.dtype)
-        labels.array[np.isin(labels.array, gone)] = 0
+    for finding in dropped:  # within each mask's box (a voxel of margin): not a pass over the whole volume
+        if not finding.mask_value:
+            continue
+        if finding.bbox_index_zyx is None:
+            labels.array[labels.array == finding.mask_value] = 0
+            continue
+        box = tuple(slice(max(0, int(low) - 1), int(high) + 1) for low, high in zip(*finding.bbox_index_zyx))
+        part = labels.array[box]
+        part[part == finding.mask_value] = 0
     return rescored, labels, graph
 
 
