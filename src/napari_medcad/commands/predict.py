@@ -13,6 +13,7 @@ import json
 import os
 import re
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -108,13 +109,37 @@ def predict_case(image, card, case: str, out_dir: Path, device: str, progress=No
 @command("predict", "run a model on images or DICOM folders; write findings (LUNA16 CSV), labels and a report",
          arguments)
 def run(args: argparse.Namespace) -> int:
-    from ..core.errors import MedcadError
-    from ..core.inference.devices import select_device
-    from ..core.io import read_image
     from ..core.models.registry import find_model
 
     card = find_model(args.model)  # a bad model or device fails every case: one line, exit 2
-    select_device(args.device)
+    # torch, MONAI and torch_geometric take seconds to import: on the other core while the first image
+    # is read.  The main thread imports none of them until this thread is done (two threads importing
+    # one package can break it: MONAI did) and the reader's own imports come first.
+    import scipy.ndimage  # noqa: F401
+    import SimpleITK  # noqa: F401
+
+    rescoring = bool(card.inference.get("rescorer")) and (card.rescores_by_default if args.rescore is None else args.rescore)
+    warm = threading.Thread(target=_warm_up, args=(rescoring,), name="medcad-warm-up", daemon=True)
+    warm.start()
+    try:
+        return _predict_all(args, card, warm)
+    finally:
+        warm.join()  # no interpreter shutdown in the middle of an import
+
+
+def _warm_up(graph: bool) -> None:
+    try:
+        from ..core.inference.run import warm_up
+
+        warm_up(graph)
+    except Exception:  # noqa: BLE001 - whatever failed fails again, with its message, where it is used
+        pass
+
+
+def _predict_all(args: argparse.Namespace, card, warm: threading.Thread) -> int:
+    from ..core.errors import MedcadError
+    from ..core.io import read_image
+
     out_dir = Path(args.out)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -124,18 +149,34 @@ def run(args: argparse.Namespace) -> int:
     failed = 0
     for source, case in zip(args.inputs, unique_case_names(args.inputs)):
         started = time.perf_counter()
+        image = None
         try:
             image = read_image(source)
-            report = predict_case(image, card, case, out_dir, args.device, _StderrProgress(case, args.quiet),
-                                  rescore=args.rescore)
         except MedcadError as err:
-            failed += 1
-            print(f"napari-medcad predict: {case}: {err}", file=sys.stderr, flush=True)
-            continue
+            message = str(err)
         except MemoryError:
-            failed += 1
-            print(f"napari-medcad predict: {case}: {source}: not enough memory", file=sys.stderr, flush=True)
-            continue
-        print(f"{case}: {report['findings']} findings in {time.perf_counter() - started:.1f} s -> {out_dir / case}",
-              flush=True)
+            message = f"{source}: not enough memory"
+        if image is not None:
+            if warm.is_alive():  # the first image read: the model's imports finish, the device is checked
+                warm.join()
+            _check_device(args.device)  # a bad device: MedcadError out of the loop, one line, exit 2
+            try:
+                report = predict_case(image, card, case, out_dir, args.device, _StderrProgress(case, args.quiet),
+                                      rescore=args.rescore)
+            except MedcadError as err:
+                message = str(err)
+            except MemoryError:
+                message = f"{source}: not enough memory"
+            else:
+                print(f"{case}: {report['findings']} findings in {time.perf_counter() - started:.1f} s -> "
+                      f"{out_dir / case}", flush=True)
+                continue
+        failed += 1
+        print(f"napari-medcad predict: {case}: {message}", file=sys.stderr, flush=True)
     return EXIT_USER_ERROR if failed else 0
+
+
+def _check_device(device: str) -> None:
+    from ..core.inference.devices import select_device
+
+    select_device(device)

@@ -345,8 +345,9 @@ def _rescore(findings: Findings, image: MedicalImage, probability: MedicalImage,
     return rescored, labels, graph
 
 
-def warm_up() -> None:
-    """Import what ``run_model`` needs (torch, MONAI, SciPy, SimpleITK, the network builders).
+def warm_up(graph: bool = True) -> None:
+    """Import what ``run_model`` needs (torch, MONAI, SciPy, SimpleITK, the network builders; with
+    ``graph`` the rescorer's torch_geometric too).
 
     A GUI calls this in a background thread when its inference panel opens: imported later,
     inside the first run's worker, these modules hold the GIL for hundreds of milliseconds and
@@ -362,6 +363,8 @@ def warm_up() -> None:
     from ..preprocess import lung_mask  # noqa: F401
     from . import decode, engine  # noqa: F401
 
+    if not graph:
+        return
     try:  # the graph rescorer's stack (optional: without it rescoring is skipped)
         import torch_geometric.nn  # noqa: F401
 
