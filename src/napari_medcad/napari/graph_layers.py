@@ -71,7 +71,6 @@ def graph_layer_data(
     first, second = source_nodes[once], target_nodes[once]
     vectors = np.stack([nodes[first], nodes[second] - nodes[first]], axis=1) if len(first) else np.zeros((0, 2, 3))
     lengths = np.linalg.norm(graph.positions_mm[first] - graph.positions_mm[second], axis=1) if len(first) else []
-    edge_values = 0.5 * ((gnn if edge_color_by == "gnn" else change)[first] + (gnn if edge_color_by == "gnn" else change)[second])
     edge_features = pd.DataFrame({
         "source_id": graph.ids[first].astype(int), "target_id": graph.ids[second].astype(int),
         "length_mm": np.asarray(lengths, float), "gnn": 0.5 * (gnn[first] + gnn[second]),
