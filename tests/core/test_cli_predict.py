@@ -158,6 +158,18 @@ def test_unknown_model_or_device_is_one_line(tmp_path, run_cli, phantom):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_a_device_that_is_not_there_is_one_line_and_no_case_is_written(tmp_path, run_cli, phantom):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    out = tmp_path / "o"
+    result = run_cli("predict", str(phantom), str(phantom), "--device", "cuda", "--out", str(out))
+    assert result.returncode == 2 and "CUDA was requested but no CUDA GPU is available" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert not list(out.glob("*/findings.csv"))
+
+
 def test_models_lists_builtin_and_user_models(tmp_path, run_cli, monkeypatch):
     user = tmp_path / "user models"
     write_bright_blob_model(user / "blobs", name="user-blobs")

@@ -109,12 +109,14 @@ def predict_case(image, card, case: str, out_dir: Path, device: str, progress=No
 @command("predict", "run a model on images or DICOM folders; write findings (LUNA16 CSV), labels and a report",
          arguments)
 def run(args: argparse.Namespace) -> int:
+    from ..core.inference.devices import select_device
     from ..core.models.registry import find_model
 
     card = find_model(args.model)  # a bad model or device fails every case: one line, exit 2
-    # torch, MONAI and torch_geometric take seconds to import: on the other core while the first image
-    # is read.  The main thread imports none of them until this thread is done (two threads importing
-    # one package can break it: MONAI did) and the reader's own imports come first.
+    select_device(args.device)
+    # MONAI and torch_geometric take seconds to import: on the other core while the first image is
+    # read.  The main thread imports neither until this thread is done (two threads importing one
+    # package can break it: MONAI did) and the reader's own imports come first.
     import scipy.ndimage  # noqa: F401
     import SimpleITK  # noqa: F401
 
@@ -157,9 +159,7 @@ def _predict_all(args: argparse.Namespace, card, warm: threading.Thread) -> int:
         except MemoryError:
             message = f"{source}: not enough memory"
         if image is not None:
-            if warm.is_alive():  # the first image read: the model's imports finish, the device is checked
-                warm.join()
-            _check_device(args.device)  # a bad device: MedcadError out of the loop, one line, exit 2
+            warm.join()  # the first image is read: the model's imports finish first
             try:
                 report = predict_case(image, card, case, out_dir, args.device, _StderrProgress(case, args.quiet),
                                       rescore=args.rescore)
@@ -175,8 +175,3 @@ def _predict_all(args: argparse.Namespace, card, warm: threading.Thread) -> int:
         print(f"napari-medcad predict: {case}: {message}", file=sys.stderr, flush=True)
     return EXIT_USER_ERROR if failed else 0
 
-
-def _check_device(device: str) -> None:
-    from ..core.inference.devices import select_device
-
-    select_device(device)
