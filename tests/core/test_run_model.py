@@ -176,3 +176,16 @@ def test_graph_rescorer_runs_when_asked_and_follows_the_cards_default(case, resu
 def test_classifiers_and_rescorers_are_refused_with_a_message(case, name):
     with pytest.raises(MedcadError, match=f"model '{name}'"):
         run_model(case.image, name, device="cpu")
+
+
+def test_warm_up_imports_the_graph_stack_only_when_asked():
+    """`predict --no-rescore` must not pay for importing torch_geometric (about 2 s): warm_up(graph=False)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch_geometric")
+    code = ("import sys; from napari_medcad.core.inference.run import warm_up; warm_up({}); "
+            "print('torch_geometric' in sys.modules, 'monai' in sys.modules)")
+    seen = [subprocess.run([sys.executable, "-c", code.format(graph)], capture_output=True, text=True, check=True,
+                           timeout=120).stdout.split() for graph in (False, True)]
+    assert seen == [["False", "True"], ["True", "True"]]
