@@ -153,7 +153,7 @@ def big_ct(cnn, gnn_card) -> dict:
 def predict_with_and_without(repeats: int = 2) -> dict:
     """Wall time of ``napari-medcad predict`` on a 300 x 512 x 512 phantom CT (NIfTI), each run a
     fresh process, with the rescorer and with ``--no-rescore``, alternating: what the GNN stage
-    adds end to end, importing torch_geometric included (run_model's rescore timing leaves that out)."""
+    adds end to end, importing torch_geometric included (the stage times above are taken with it imported)."""
     import subprocess
     import tempfile
 
