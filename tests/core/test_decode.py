@@ -65,3 +65,31 @@ def test_a_closed_mask_keeps_a_juxtapleural_region_and_still_drops_the_chest_wal
     assert labels[20, 48, 73] > 0 and labels[20, 48, 12] == 0
     small, _ = decode_components(probability, None, {"threshold": 0.5, "within_closing_mm": 4.0}, within=lung)
     assert len(small) == 0  # a ball much smaller than the nodule does not fill its dent
+
+
+def test_region_statistics_are_scipys_on_a_random_field():
+    """The regions' peak, voxel count, probability-weighted centroid, mean intensity and mask share
+    (computed from the regions' own voxels) equal scipy.ndimage's over the whole grid."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    field = ndimage.gaussian_filter(rng.random((40, 60, 50)).astype(np.float32), 2.5)
+    field = np.clip((field - field.mean()) / field.std() * 0.4, 0, 1).astype(np.float32)
+    geometry = Geometry((0.8, 0.7, 2.0), (5.0, -3.0, 10.0), tuple(np.eye(3).ravel()))
+    intensity = rng.normal(-400, 200, field.shape).astype(np.float32)
+    within = rng.random(field.shape) > 0.2
+    findings, label_map = decode_components(MedicalImage(field, geometry), MedicalImage(intensity, geometry),
+                                            {"threshold": 0.3, "max_findings": 1000}, within=within)
+    regions, count = ndimage.label(field >= 0.3)
+    assert count > 5 and len(findings) > 5
+    assert len(findings) == sum(np.mean(within[regions == n]) >= 0.5 for n in range(1, count + 1))
+    for finding in findings:
+        number = int(np.bincount(regions[label_map == finding.mask_value]).argmax())
+        index = [number]
+        assert finding.probability == float(ndimage.maximum(field, regions, index)[0])
+        voxel_mm3 = float(np.prod(geometry.spacing_xyz))
+        assert finding.volume_mm3 == pytest.approx(float(np.sum(regions == number)) * voxel_mm3, rel=1e-12)
+        np.testing.assert_allclose(finding.centre_index_zyx, ndimage.center_of_mass(field, regions, index)[0],
+                                   rtol=0, atol=1e-9)
+        assert finding.mean_hu == pytest.approx(float(ndimage.mean(intensity, regions, index)[0]), rel=1e-9)
+        assert np.mean(within[regions == number]) >= 0.5

@@ -208,6 +208,48 @@ def test_blobness_finds_a_ball_on_a_vessel_and_does_not_depend_on_the_voxel_size
     assert abs(iso_ball - aniso_ball) < 0.25 * iso_ball  # measured in mm, not voxels
 
 
+def test_blobness_is_the_definition_computed_on_the_whole_crop():
+    """The per-axis passes cut to the centre's neighbourhood give exactly what filtering the whole
+    crop with ndimage.gaussian_filter gives (the values the GNN was trained on)."""
+    from scipy import ndimage
+
+    from napari_medcad.core.graph import features
+
+    def reference(hu, spacing, centre_index):
+        spacing = np.asarray(spacing, float)
+        reach = np.ceil((features.BLOB_NEAR_MM + 3.0 * max(features.BLOB_SCALES_MM)) / spacing).astype(int)
+        centre = np.round(np.asarray(centre_index, float)).astype(int)
+        low, high = np.maximum(centre - reach, 0), np.minimum(centre + reach + 1, hu.shape)
+        crop = np.clip(hu[tuple(slice(a, b) for a, b in zip(low, high))].astype(np.float32), *features.BLOB_HU_RANGE)
+        near_voxels = np.ceil(features.BLOB_NEAR_MM / spacing).astype(int)
+        local = np.clip(centre - low, 0, np.array(crop.shape) - 1)
+        near = tuple(slice(max(0, c - k), c + k + 1) for c, k in zip(local, near_voxels))
+        best = 0.0
+        for scale_mm in features.BLOB_SCALES_MM:
+            hessian = np.empty((*crop[near].shape, 3, 3), np.float32)
+            for i in range(3):
+                for j in range(i, 3):
+                    order = [0, 0, 0]
+                    order[i] += 1
+                    order[j] += 1
+                    second = ndimage.gaussian_filter(crop, scale_mm / spacing, order=order)[near] / (spacing[i] * spacing[j])
+                    hessian[..., i, j] = hessian[..., j, i] = second
+            weakest = np.linalg.eigvalsh(hessian)[..., 2]
+            best = max(best, float(np.max(np.where(weakest < 0, -weakest * scale_mm**2, 0.0))))
+        return best
+
+    rng = np.random.default_rng(5)
+    field = ndimage.gaussian_filter(rng.normal(0, 1, (50, 70, 70)).astype(np.float32), 2.0)
+    hu = (-600 + 300 * field / field.std()).astype(np.int16)  # lumps of tissue in lung, HU -1500..300
+    values = []
+    for _ in range(12):
+        spacing = np.array([rng.choice([0.7, 1.25, 2.5, 5.0]), rng.uniform(0.5, 1.0), rng.uniform(0.5, 1.0)])
+        centre = rng.uniform([-1, -1, -1], [51, 71, 71])
+        values.append(features.blobness(hu, spacing, centre))
+        assert values[-1] == reference(hu, spacing, centre)
+    assert sum(v > 10 for v in values) >= 6  # the comparison is not of zeros
+
+
 def test_features_without_masks_use_the_finding_sphere(toy):
     findings, image, probability, lungs, _, _ = toy
     with_masks = candidate_features(findings, image, probability, lungs, None)
