@@ -168,6 +168,8 @@ def test_graph_rescorer_runs_when_asked_and_follows_the_cards_default(case, resu
     assert all(f.probability >= find_model("lung-nodule-ct").threshold for f in plain.findings)
     card = find_model("lung-nodule-ct")
     off = dataclasses.replace(card, inference={**card.inference, "rescore_by_default": False})
+    assert card.rescores() and not card.rescores(False) and not off.rescores() and off.rescores(True)
+    assert not dataclasses.replace(card, inference={"roi_size_zyx": [32, 48, 48]}).rescores(True)  # none named
     by_card = run_model(case.image, off, device="cpu")  # no rescore argument: the card's say
     assert by_card.graph is None and by_card.report["rescoring"]["skipped"] == "switched off"
 

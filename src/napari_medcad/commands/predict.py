@@ -120,8 +120,8 @@ def run(args: argparse.Namespace) -> int:
     import scipy.ndimage  # noqa: F401
     import SimpleITK  # noqa: F401
 
-    rescoring = bool(card.inference.get("rescorer")) and (card.rescores_by_default if args.rescore is None else args.rescore)
-    warm = threading.Thread(target=_warm_up, args=(rescoring,), name="medcad-warm-up", daemon=True)
+    warm = threading.Thread(target=_warm_up, args=(card.rescores(args.rescore),), name="medcad-warm-up",
+                            daemon=True)
     warm.start()
     try:
         return _predict_all(args, card, warm)
@@ -151,27 +151,20 @@ def _predict_all(args: argparse.Namespace, card, warm: threading.Thread) -> int:
     failed = 0
     for source, case in zip(args.inputs, unique_case_names(args.inputs)):
         started = time.perf_counter()
-        image = None
         try:
             image = read_image(source)
-        except MedcadError as err:
-            message = str(err)
-        except MemoryError:
-            message = f"{source}: not enough memory"
-        if image is not None:
             warm.join()  # the first image is read: the model's imports finish first
-            try:
-                report = predict_case(image, card, case, out_dir, args.device, _StderrProgress(case, args.quiet),
-                                      rescore=args.rescore)
-            except MedcadError as err:
-                message = str(err)
-            except MemoryError:
-                message = f"{source}: not enough memory"
-            else:
-                print(f"{case}: {report['findings']} findings in {time.perf_counter() - started:.1f} s -> "
-                      f"{out_dir / case}", flush=True)
-                continue
-        failed += 1
-        print(f"napari-medcad predict: {case}: {message}", file=sys.stderr, flush=True)
+            report = predict_case(image, card, case, out_dir, args.device, _StderrProgress(case, args.quiet),
+                                  rescore=args.rescore)
+        except MedcadError as err:
+            failed += 1
+            print(f"napari-medcad predict: {case}: {err}", file=sys.stderr, flush=True)
+            continue
+        except MemoryError:
+            failed += 1
+            print(f"napari-medcad predict: {case}: {source}: not enough memory", file=sys.stderr, flush=True)
+            continue
+        print(f"{case}: {report['findings']} findings in {time.perf_counter() - started:.1f} s -> {out_dir / case}",
+              flush=True)
     return EXIT_USER_ERROR if failed else 0
 

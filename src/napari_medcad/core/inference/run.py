@@ -224,10 +224,8 @@ def run_model(
     label = card.classes[-1] if card.classes else "finding"
     # a card with decoding.within_mask keeps only findings inside the mask it searched (the lungs)
     within = mask_array if card.decoding.get("within_mask") else None
-    if rescore is None:
-        rescore = card.rescores_by_default
     rescorer_clock = time.perf_counter()
-    rescorer, rescoring = _rescorer(card, rescore, hu_grid is not None and mask_array is not None)
+    rescorer, rescoring = _rescorer(card, card.rescores(rescore), hu_grid is not None and mask_array is not None)
     # in a fresh process this imports torch_geometric (about 2 s): the graph stage's cost, not decoding's
     rescorer_s = time.perf_counter() - rescorer_clock if rescorer is not None else 0.0
     decoding = dict(card.decoding)

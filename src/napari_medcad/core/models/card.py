@@ -72,6 +72,10 @@ class ModelCard:
         yes, unless the card's ``inference.rescore_by_default`` says false."""
         return bool(self.inference.get("rescorer")) and bool(self.inference.get("rescore_by_default", True))
 
+    def rescores(self, asked: bool | None = None) -> bool:
+        """Whether its graph rescorer runs when ``asked`` (None: the card's default)."""
+        return bool(self.inference.get("rescorer")) and (self.rescores_by_default if asked is None else bool(asked))
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("path")
