@@ -59,12 +59,33 @@ def match(case, scores):
     return match_case(centres, list(scores), case.nodule_centres_mm, case.nodule_diameters_mm)
 
 
-def rescored(case, card):
-    from napari_medcad.core.graph import rescore_with_graph
+_DETECTORS: dict = {}
 
+
+def rescored(case, card):
+    """The CNN's and the GNN's scores of the case's candidates, and the GNN stage's seconds as in
+    run_model: the detector's embedding of the candidates (its input already prepared, its network
+    loaded, as run_model has them), features, graph and network."""
+    from napari_medcad.core.graph import rescore_with_graph
+    from napari_medcad.core.graph.rescore import detector_embeddings, embedding_spec
+
+    embeddings = prepared = None
+    if embedding_spec(card) is not None:
+        from napari_medcad.core.inference.run import _split_pipeline
+        from napari_medcad.core.models.loading import load_network
+        from napari_medcad.core.models.registry import find_model
+
+        name = str(card.inference["detector"])
+        if name not in _DETECTORS:
+            detector = find_model(name)
+            _DETECTORS[name] = (detector, load_network(detector))
+        detector, network = _DETECTORS[name]
+        prepared = _split_pipeline(detector)[0].run(case.image, device="cpu")
     started = time.perf_counter()
+    if prepared is not None:
+        embeddings = detector_embeddings(case.findings, case.image, card, prepared=prepared, network=network)
     findings, graph = rescore_with_graph(case.findings, case.image, case.probability, case.lung_mask, case.labels,
-                                         model=card)
+                                         model=card, embeddings=embeddings)
     seconds = time.perf_counter() - started
     return np.array([f.scores.get("cnn", 0.0) for f in findings]), graph.scores["gnn"], seconds
 

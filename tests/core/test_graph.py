@@ -386,3 +386,30 @@ def test_training_recipe_is_seeded_and_writes_a_loadable_card(tmp_path, monkeypa
     assert card.provenance["validation"]["cases"] == 1 and "gnn" in card.provenance["validation"]
     assert 0.05 <= card.threshold <= 0.95
     load_network(card)
+
+
+def test_embedding_columns_are_appended_by_name_and_checked_against_the_card(toy):
+    import dataclasses
+
+    from napari_medcad.core.graph import gnn_card
+    from napari_medcad.core.graph.rescore import node_feature_names
+    from napari_medcad.core.models.registry import find_model
+
+    findings, image, probability, lungs, labels, _ = toy
+    embeddings = np.arange(len(findings) * 3, dtype=np.float32).reshape(len(findings), 3)
+    graph = candidate_graph(findings, image, probability, lungs, labels, k=2, embeddings=embeddings)
+    plain = candidate_graph(findings, image, probability, lungs, labels, k=2)
+    assert graph.feature_names == FEATURE_NAMES + ("cnn_embedding_0", "cnn_embedding_1", "cnn_embedding_2")
+    np.testing.assert_array_equal(graph.features[:, len(FEATURE_NAMES):], embeddings)
+    np.testing.assert_array_equal(graph.features[:, :len(FEATURE_NAMES)], plain.features)
+    with pytest.raises(MedcadError, match="candidate embeddings of shape"):
+        candidate_graph(findings, image, probability, lungs, labels, embeddings=embeddings[:-1])
+    shipped = find_model("lung-nodule-gnn")
+    assert node_feature_names(shipped) == FEATURE_NAMES  # the shipped rescorer reads no embedding
+    spec = {"layer": "upcat_1", "channels": 8, "patch_zyx": [16, 16, 16]}
+    reads = dataclasses.replace(shipped, inference={**shipped.inference, "cnn_embedding": spec})
+    with pytest.raises(MedcadError, match="other candidate features"):
+        gnn_card(reads)  # its features list still names the 17 measured ones only
+    listed = dataclasses.replace(reads, inference={**reads.inference,
+                                                   "features": list(node_feature_names(reads))})
+    assert gnn_card(listed) is listed

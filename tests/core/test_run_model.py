@@ -191,3 +191,43 @@ def test_warm_up_imports_the_graph_stack_only_when_asked():
     seen = [subprocess.run([sys.executable, "-c", code.format(graph)], capture_output=True, text=True, check=True,
                            timeout=120).stdout.split() for graph in (False, True)]
     assert seen == [["False", "True"], ["True", "True"]]
+
+
+def test_a_rescorer_reading_the_cnn_embedding_gets_the_numbers_training_computes(case, tmp_path):
+    """run_model hands the rescorer the detector's embedding from its own prepared image and network;
+    training and the benchmark compute it from the source image (graph.rescore.detector_embeddings).
+    The two must agree, or a rescorer would be trained on other numbers than it is run on."""
+    import copy
+
+    import torch
+
+    from napari_medcad.core.graph import FEATURE_NAMES
+    from napari_medcad.core.graph.rescore import detector_embeddings
+    from napari_medcad.core.models.card import ModelCard
+    from napari_medcad.core.models.networks import build
+    from napari_medcad.core.training.gnn_recipe import GNN_CARD
+    from napari_medcad.core.training.loop import save_weights
+
+    spec = {"layer": "upcat_1", "channels": 8, "patch_zyx": [16, 16, 16]}
+    names = list(FEATURE_NAMES) + [f"cnn_embedding_{i}" for i in range(8)]
+    data = copy.deepcopy(GNN_CARD)
+    data["architecture"]["params"].update(in_features=len(names), hidden=8)
+    data["inference"].update(cnn_embedding=spec, features=names)
+    data["decoding"]["threshold"] = 0.0  # every candidate kept: findings and graph nodes alike
+    gnn = ModelCard.from_dict(data)
+    folder = tmp_path / "gnn-with-embedding"
+    folder.mkdir()
+    torch.manual_seed(0)
+    save_weights(build(gnn.architecture), folder / gnn.weights)
+    gnn.save(folder / "card.yaml")
+    detector = find_model("lung-nodule-ct")
+    detector = dataclasses.replace(detector, inference={**detector.inference, "rescorer": str(folder)})
+
+    result = run_model(case.image, detector, device="cpu", rescore=True)
+    assert result.report["rescoring"]["model"] == "lung-nodule-gnn" and "skipped" not in result.report["rescoring"]
+    graph = result.graph
+    assert graph.feature_names == tuple(names) and graph.n_nodes == len(result.findings) > 1
+    assert list(graph.ids) == [f.id for f in result.findings]
+    again = detector_embeddings(result.findings, case.image, find_model(str(folder)))
+    np.testing.assert_allclose(graph.features[:, len(FEATURE_NAMES):], again, rtol=1e-4, atol=1e-5)
+    assert np.abs(again).max() > 0 and not np.allclose(again[0], again[1])

@@ -5,6 +5,7 @@ torch and torch_geometric are imported inside the functions: this module is ligh
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -31,7 +32,7 @@ def gnn_card(model: str | ModelCard = DEFAULT_MODEL) -> ModelCard:
     if card.family != "gnn":
         raise MedcadError(f"model '{card.name}' is a {card.family} model, not a graph rescorer")
     names = card.inference.get("features")
-    if names is not None and tuple(names) != FEATURE_NAMES:
+    if names is not None and tuple(names) != node_feature_names(card):
         raise MedcadError(f"model '{card.name}' was trained on other candidate features; retrain it "
                           "(python -m napari_medcad.core.training.gnn)")
     edges = card.inference.get("edge_features")
@@ -41,10 +42,36 @@ def gnn_card(model: str | ModelCard = DEFAULT_MODEL) -> ModelCard:
     return card
 
 
+def embedding_spec(card: ModelCard):
+    """The rescorer's ``cnn_embedding`` (the detector's features it reads), or None."""
+    from ..inference.embedding import EmbeddingSpec
+
+    return EmbeddingSpec.from_card(card.inference)
+
+
+def node_feature_names(card: ModelCard) -> tuple[str, ...]:
+    """The node features a rescorer card reads: the measured ones, then the CNN's embedding."""
+    spec = embedding_spec(card)
+    return FEATURE_NAMES + (spec.names() if spec is not None else ())
+
+
 def candidate_graph(findings: Findings, image: MedicalImage, probability: MedicalImage, lung_mask: MedicalImage,
-                    labels: MedicalImage | None = None, k: int = 4) -> CandidateGraph:
-    """Features of every finding and their k-nearest-neighbour graph in world mm."""
-    graph = build_graph(candidate_features(findings, image, probability, lung_mask, labels), k=k, image=image)
+                    labels: MedicalImage | None = None, k: int = 4, embeddings: np.ndarray | None = None) -> CandidateGraph:
+    """Features of every finding and their k-nearest-neighbour graph in world mm.
+
+    ``embeddings`` (N, C), one row per finding in order, are appended to the measured features
+    as ``cnn_embedding_0..C-1``.
+    """
+    features = candidate_features(findings, image, probability, lung_mask, labels)
+    if embeddings is not None:
+        from ..inference.embedding import embedding_names
+
+        embeddings = np.asarray(embeddings, np.float32)
+        if embeddings.ndim != 2 or len(embeddings) != len(features.ids):
+            raise MedcadError(f"candidate embeddings of shape {embeddings.shape} for {len(features.ids)} candidates")
+        features = dataclasses.replace(features, values=np.concatenate([features.values, embeddings], axis=1),
+                                       names=features.names + embedding_names(embeddings.shape[1]))
+    graph = build_graph(features, k=k, image=image)
     graph.scores["cnn"] = np.array([f.scores.get("cnn", f.probability) for f in findings], float)
     return graph
 
@@ -65,6 +92,33 @@ def _network(card: ModelCard):
         except ImportError as err:
             raise MedcadError(f"the graph stage needs torch_geometric ({err})") from None
     return _NETWORKS[key]
+
+
+def detector_embeddings(findings: Findings, image: MedicalImage, card: ModelCard, prepared: MedicalImage | None = None,
+                        network=None, device: str = "cpu") -> np.ndarray:
+    """The rescorer's ``cnn_embedding`` of every finding, from its detector (``inference.detector``).
+
+    ``prepared`` (the detector's input for ``image``) and ``network`` (the detector's, loaded)
+    save preparing and loading again when the caller has them.
+    """
+    from ..inference.embedding import candidate_embeddings
+
+    spec = embedding_spec(card)
+    if spec is None:
+        raise MedcadError(f"model '{card.name}' reads no detector embedding")
+    if prepared is None or network is None:
+        from ..inference.run import _split_pipeline
+        from ..models.loading import load_network
+        from ..models.registry import find_model
+
+        detector = find_model(str(card.inference.get("detector", "lung-nodule-ct")))
+        if prepared is None:
+            prepared = _split_pipeline(detector)[0].run(image, device="cpu")
+        if network is None:
+            network = load_network(detector)
+    items = list(findings)
+    return candidate_embeddings(network, prepared, np.array([f.centre_world_mm for f in items], float),
+                                [f.diameter_mm for f in items], spec, device=device)
 
 
 def score_graph(graph: CandidateGraph, network) -> np.ndarray:
@@ -89,12 +143,21 @@ def rescore_with_graph(
     lung_mask: MedicalImage,
     labels: MedicalImage | None = None,
     model: str | ModelCard = DEFAULT_MODEL,
+    embeddings: np.ndarray | None = None,
 ) -> tuple[Findings, CandidateGraph]:
-    """:func:`rescore`, also returning the graph (with ``scores["cnn"]`` and ``scores["gnn"]``)."""
+    """:func:`rescore`, also returning the graph (with ``scores["cnn"]`` and ``scores["gnn"]``).
+
+    ``embeddings``: the detector's features at each finding (:func:`detector_embeddings`), when
+    the caller has them; a card that reads them and gets none computes them from ``image``.
+    """
     card = gnn_card(model)
     started = time.perf_counter()
     k = int(card.inference.get("k_neighbours", 4))
-    graph = candidate_graph(findings, image, probability, lung_mask, labels, k=k)
+    spec = embedding_spec(card)
+    if spec is not None and embeddings is None:
+        embeddings = detector_embeddings(findings, image, card)
+    graph = candidate_graph(findings, image, probability, lung_mask, labels, k=k,
+                            embeddings=embeddings if spec is not None else None)
     gnn = score_graph(graph, _network(card)) if graph.n_nodes else np.zeros(0)
     graph.scores["gnn"] = gnn
     rescored = findings.copy()

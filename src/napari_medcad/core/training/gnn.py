@@ -190,11 +190,17 @@ def phantom_candidates(seed: int, config, cnn_card, recipe: dict[str, Any], cach
     return cached_candidates(key, make, cache_dir)
 
 
-def case_graph(case: CandidateCase, k: int):
-    """The candidate graph of one case and its node targets (1: a true nodule)."""
+def case_graph(case: CandidateCase, k: int, card=None, detector_network=None):
+    """The candidate graph of one case and its node targets (1: a true nodule).  With a rescorer
+    ``card`` that reads the detector's embedding, it is computed (``detector_network``: loaded once)."""
     from ..graph import candidate_graph
+    from ..graph.rescore import detector_embeddings, embedding_spec
 
-    graph = candidate_graph(case.findings, case.image, case.probability, case.lung_mask, case.labels, k=k)
+    embeddings = None
+    if card is not None and embedding_spec(card) is not None:
+        embeddings = detector_embeddings(case.findings, case.image, card, network=detector_network)
+    graph = candidate_graph(case.findings, case.image, case.probability, case.lung_mask, case.labels, k=k,
+                            embeddings=embeddings)
     return graph, case.targets()
 
 
@@ -236,9 +242,11 @@ def train_gnn(card_data: dict, recipe: dict, out_dir: str | os.PathLike, progres
     import torch
     from torch_geometric.data import Batch
 
-    from ..graph import EDGE_FEATURE_NAMES, FEATURE_NAMES
-    from ..graph.rescore import score_graph
+    from ..graph import EDGE_FEATURE_NAMES
+    from ..graph.rescore import embedding_spec, node_feature_names, score_graph
+    from ..inference.embedding import EmbeddingSpec
     from ..models.card import ModelCard
+    from ..models.loading import load_network
     from ..models.networks import build
     from ..models.registry import find_model
     from ..phantom.cases import case_seed
@@ -253,15 +261,21 @@ def train_gnn(card_data: dict, recipe: dict, out_dir: str | os.PathLike, progres
         seed = int(recipe["seed"])
         k = int(recipe["k_neighbours"])
         card_data = copy.deepcopy(card_data)
-        card_data["architecture"]["params"]["in_features"] = len(FEATURE_NAMES)
-        card_data["architecture"]["params"]["edge_features"] = len(EDGE_FEATURE_NAMES)
-        card_data["inference"] = {**card_data["inference"], "detector": recipe["detector"],
-                                  "candidate_threshold": float(recipe["candidate_threshold"]),
-                                  "max_candidates": int(recipe["max_candidates"]), "k_neighbours": k,
-                                  "features": list(FEATURE_NAMES), "edge_features": list(EDGE_FEATURE_NAMES)}
+        inference = {key: value for key, value in card_data["inference"].items() if key != "cnn_embedding"}
+        inference.update(detector=recipe["detector"], candidate_threshold=float(recipe["candidate_threshold"]),
+                         max_candidates=int(recipe["max_candidates"]), k_neighbours=k,
+                         edge_features=list(EDGE_FEATURE_NAMES))
+        if recipe.get("cnn_embedding"):
+            inference["cnn_embedding"] = EmbeddingSpec.from_card(recipe).to_dict()
+        card_data["inference"] = inference
         card = ModelCard.from_dict(card_data)
+        names = node_feature_names(card)
+        card.inference["features"] = list(names)
+        card.architecture["params"]["in_features"] = len(names)
+        card.architecture["params"]["edge_features"] = len(EDGE_FEATURE_NAMES)
         detector = find_model(str(recipe["detector"]))
         digest = weights_digest(detector)
+        detector_network = load_network(detector) if embedding_spec(card) is not None else None
 
         n_train, n_val = int(recipe["train_cases"]), int(recipe["val_cases"])
         plan = [(case_seed(seed, i), "train") for i in range(n_train)]
@@ -276,9 +290,9 @@ def train_gnn(card_data: dict, recipe: dict, out_dir: str | os.PathLike, progres
         data_seconds = time.perf_counter() - started
 
         clock = time.perf_counter()
-        graphs = [case_graph(case, k) for case in train_cases]
+        graphs = [case_graph(case, k, card, detector_network) for case in train_cases]
         feature_seconds = time.perf_counter() - clock
-        features = np.concatenate([g.features for g, _ in graphs]) if graphs else np.zeros((0, len(FEATURE_NAMES)))
+        features = np.concatenate([g.features for g, _ in graphs]) if graphs else np.zeros((0, len(names)))
         targets = np.concatenate([t for _, t in graphs]) if graphs else np.zeros(0)
         n_positive = int(targets.sum())
         if len(targets) and n_positive == 0:
@@ -325,7 +339,7 @@ def train_gnn(card_data: dict, recipe: dict, out_dir: str | os.PathLike, progres
         report(progress, 95, 100, "validation")
         validation: dict[str, Any] = {}
         if val_cases:
-            val_scores = [score_graph(case_graph(case, k)[0], network) for case in val_cases]
+            val_scores = [score_graph(case_graph(case, k, card, detector_network)[0], network) for case in val_cases]
             validation = evaluate(val_cases, val_scores, float(recipe["val_fp_per_scan"]))
             card.decoding["threshold"] = validation["threshold"]
         train_scores = np.concatenate([score_graph(g, network) for g, _ in graphs]) if graphs else np.zeros(0)
