@@ -77,6 +77,8 @@ def test_embedding_refuses_a_layer_or_shape_the_detector_does_not_have(network):
         candidate_embeddings(network, image, centre, [5.0], EmbeddingSpec("decoder9", 4, (16, 16, 16)))
     with pytest.raises(MedcadError, match="gives 4 channels"):
         candidate_embeddings(network, image, centre, [5.0], EmbeddingSpec("upcat_1", 8, (16, 16, 16)))
+    with pytest.raises(MedcadError, match="2 diameters for 1 candidates"):
+        candidate_embeddings(network, image, centre, [5.0, 6.0], SPEC)
     assert EmbeddingSpec.from_card({}) is None
     with pytest.raises(MedcadError, match="needs layer"):
         EmbeddingSpec.from_card({"cnn_embedding": {"layer": "upcat_1"}})

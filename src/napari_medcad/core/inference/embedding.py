@@ -93,7 +93,10 @@ def candidate_embeddings(network, prepared: MedicalImage, centres_world_mm: np.n
     size = np.asarray(spec.patch_zyx)
     spacing = np.asarray(prepared.geometry.spacing_zyx, float)
     centres = np.round(prepared.world_to_index(centres_world_mm)).astype(int).reshape(-1, 3)
-    radii = np.maximum(0.5 * np.asarray(diameters_mm, float).reshape(-1), spacing.max())
+    diameters = np.asarray(diameters_mm, float).reshape(-1)
+    if len(diameters) != count:
+        raise MedcadError(f"{len(diameters)} diameters for {count} candidates")
+    radii = np.maximum(0.5 * diameters, spacing.max())
     offsets = (np.indices(tuple(size)).reshape(3, -1).T - size // 2) * spacing  # mm from the centre voxel
 
     captured: list = []
