@@ -67,9 +67,9 @@ def rescored(case, card):
     run_model: the detector's embedding of the candidates (its input already prepared, its network
     loaded, as run_model has them), features, graph and network."""
     from napari_medcad.core.graph import rescore_with_graph
-    from napari_medcad.core.graph.rescore import detector_embeddings, embedding_spec
+    from napari_medcad.core.graph.rescore import embedding_spec
 
-    embeddings = prepared = None
+    prepared = network = None
     if embedding_spec(card) is not None:
         from napari_medcad.core.inference.run import _split_pipeline
         from napari_medcad.core.models.loading import load_network
@@ -82,10 +82,8 @@ def rescored(case, card):
         detector, network = _DETECTORS[name]
         prepared = _split_pipeline(detector)[0].run(case.image, device="cpu")
     started = time.perf_counter()
-    if prepared is not None:
-        embeddings = detector_embeddings(case.findings, case.image, card, prepared=prepared, network=network)
     findings, graph = rescore_with_graph(case.findings, case.image, case.probability, case.lung_mask, case.labels,
-                                         model=card, embeddings=embeddings)
+                                         model=card, prepared=prepared, detector_network=network)
     seconds = time.perf_counter() - started
     return np.array([f.scores.get("cnn", 0.0) for f in findings]), graph.scores["gnn"], seconds
 

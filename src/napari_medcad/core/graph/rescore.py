@@ -143,21 +143,23 @@ def rescore_with_graph(
     lung_mask: MedicalImage,
     labels: MedicalImage | None = None,
     model: str | ModelCard = DEFAULT_MODEL,
-    embeddings: np.ndarray | None = None,
+    prepared: MedicalImage | None = None,
+    detector_network=None,
+    device: str = "cpu",
 ) -> tuple[Findings, CandidateGraph]:
     """:func:`rescore`, also returning the graph (with ``scores["cnn"]`` and ``scores["gnn"]``).
 
-    ``embeddings``: the detector's features at each finding (:func:`detector_embeddings`), when
-    the caller has them; a card that reads them and gets none computes them from ``image``.
+    A card that reads the detector's embedding gets it from :func:`detector_embeddings`;
+    ``prepared``, ``detector_network`` and ``device`` are passed on (run_model has them).
     """
     card = gnn_card(model)
     started = time.perf_counter()
     k = int(card.inference.get("k_neighbours", 4))
-    spec = embedding_spec(card)
-    if spec is not None and embeddings is None:
-        embeddings = detector_embeddings(findings, image, card)
-    graph = candidate_graph(findings, image, probability, lung_mask, labels, k=k,
-                            embeddings=embeddings if spec is not None else None)
+    embeddings = None
+    if embedding_spec(card) is not None:
+        embeddings = detector_embeddings(findings, image, card, prepared=prepared, network=detector_network,
+                                         device=device)
+    graph = candidate_graph(findings, image, probability, lung_mask, labels, k=k, embeddings=embeddings)
     gnn = score_graph(graph, _network(card)) if graph.n_nodes else np.zeros(0)
     graph.scores["gnn"] = gnn
     rescored = findings.copy()

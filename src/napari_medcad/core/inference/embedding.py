@@ -97,7 +97,8 @@ def candidate_embeddings(network, prepared: MedicalImage, centres_world_mm: np.n
     if len(diameters) != count:
         raise MedcadError(f"{len(diameters)} diameters for {count} candidates")
     radii = np.maximum(0.5 * diameters, spacing.max())
-    offsets = (np.indices(tuple(size)).reshape(3, -1).T - size // 2) * spacing  # mm from the centre voxel
+    # mm from the patch's centre voxel, the same for every patch
+    distance = np.linalg.norm((np.indices(tuple(size)).reshape(3, -1).T - size // 2) * spacing, axis=1)
 
     captured: list = []
     hook = modules[spec.layer].register_forward_hook(lambda module, inputs, output: captured.append(output))
@@ -121,8 +122,7 @@ def candidate_embeddings(network, prepared: MedicalImage, centres_world_mm: np.n
                                       f"{tuple(size)}")
                 flat = features.reshape(len(rows), spec.channels, -1)
                 for j, i in enumerate(rows):
-                    near = np.linalg.norm(offsets, axis=1) <= radii[i]
-                    out[i] = flat[j][:, near].mean(axis=1)
+                    out[i] = flat[j][:, distance <= radii[i]].mean(axis=1)
     finally:
         hook.remove()
     return out

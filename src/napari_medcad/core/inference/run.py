@@ -262,8 +262,8 @@ def run_model(
     if rescorer is not None:
         clock = time.perf_counter()
         lungs = gridded.with_array(mask_array.astype(np.uint8), modality="SEG", name="lungs", metadata={})
-        embeddings = _embeddings(findings, image, rescorer, prepared, network, engine_report.device)
-        findings, labels, graph = _rescore(findings, image, probability, lungs, labels, rescorer, embeddings)
+        findings, labels, graph = _rescore(findings, image, probability, lungs, labels, rescorer,
+                                           prepared=prepared, network=network, device=engine_report.device)
         threshold = rescorer.threshold
         rescoring.update(candidates=graph.n_nodes, kept=len(findings))
         timings["rescore_s"] = time.perf_counter() - clock + rescorer_s
@@ -326,24 +326,15 @@ def _rescorer(card: ModelCard, wanted: bool, possible: bool) -> tuple[ModelCard 
     return None, {"model": name, "skipped": reason}
 
 
-def _embeddings(findings: Findings, image: MedicalImage, rescorer: ModelCard, prepared: MedicalImage, network,
-                device: str) -> np.ndarray | None:
-    """The detector's features at each candidate, if the rescorer reads them, from this run's
-    prepared image and network (a detector without the layer the rescorer names fails with a message)."""
-    from ..graph.rescore import detector_embeddings, embedding_spec
-
-    if embedding_spec(rescorer) is None:
-        return None
-    return detector_embeddings(findings, image, rescorer, prepared=prepared, network=network, device=device)
-
-
 def _rescore(findings: Findings, image: MedicalImage, probability: MedicalImage, lungs: MedicalImage,
-             labels: MedicalImage, rescorer: ModelCard, embeddings: np.ndarray | None = None):
-    """Rescored findings above the rescorer's threshold, their masks, and the whole graph."""
+             labels: MedicalImage, rescorer: ModelCard, prepared: MedicalImage, network, device: str):
+    """Rescored findings above the rescorer's threshold, their masks, and the whole graph.  A
+    rescorer reading the detector's embedding takes it from this run's ``prepared`` image and
+    ``network`` (a detector without the layer it names fails with a message)."""
     from ..graph import rescore_with_graph
 
     rescored, graph = rescore_with_graph(findings, image, probability, lungs, labels, model=rescorer,
-                                         embeddings=embeddings)
+                                         prepared=prepared, detector_network=network, device=device)
     dropped = [f for f in rescored if f.probability < rescorer.threshold]
     for finding in dropped:
         rescored.remove(finding.id)
