@@ -183,25 +183,28 @@ def _explain_image(image: MedicalImage, network, method: str, card: ModelCard, p
 
 
 def _window_mask(image: MedicalImage, card: ModelCard, mask: MedicalImage | None, preprocess: bool,
-                 progress: ProgressFn | None) -> tuple[MedicalImage | None, str]:
-    """The mask that limits the windows (``image``'s grid) and where it came from."""
+                 progress: ProgressFn | None) -> tuple[MedicalImage | None, str, ProgressFn | None]:
+    """The mask that limits the windows (``image``'s grid), where it came from, and the progress
+    left for the rest: making a lung mask takes the first tenth, whether or not one is found."""
     from ..inference.run import _card_mask, _check_mask_shape
 
     _check_mask_shape(mask, image)
     if mask is not None:
-        return mask, "given"
+        return mask, "given", progress
     if not _card_mask(card):
-        return None, "none"
+        return None, "none", progress
     if not preprocess:
-        return None, "none: the image is not in Hounsfield units (preprocess=False), so every window was explained"
+        return (None, "none: the image is not in Hounsfield units (preprocess=False), so every window was explained",
+                progress)
+    rest = scaled(progress, 0.1, 1.0)
     try:
-        lungs = _coarse_lung_mask(image, progress)
+        lungs = _coarse_lung_mask(image, scaled(progress, 0.0, 0.1))
     except MedcadError as err:
-        return None, f"none: no lung mask ({err}), so every window was explained"
+        return None, f"none: no lung mask ({err}), so every window was explained", rest
     amount = float(np.count_nonzero(lungs.array)) * float(np.prod(lungs.geometry.spacing_xyz))
     if amount < MIN_LUNG_MM[min(image.ndim, 3)]:
-        return None, "none: no lungs found, so every window was explained"
-    return lungs, "lung_mask"
+        return None, "none: no lungs found, so every window was explained", rest
+    return lungs, "lung_mask", rest
 
 
 #: less "lung" than this (mm2 on a 2-D image, mm3 on a volume) is not lungs: a crop inside the lung
@@ -263,10 +266,7 @@ def explain(
         chosen = list(range(image.spatial_shape[0])) if slices is None else [int(k) for k in slices]
         if any(not 0 <= k < image.spatial_shape[0] for k in chosen):
             raise MedcadError(f"slice out of range for '{image.name}' ({image.spatial_shape[0]} slices)")
-    # a lung mask to make takes the first tenth of the progress bar, whether or not it is found
-    making_mask = mask is None and preprocess and bool(card.inference.get("mask"))
-    window_mask, details["mask"] = _window_mask(image, card, mask, preprocess, scaled(progress, 0.0, 0.1))
-    progress = scaled(progress, 0.1 if making_mask else 0.0, 1.0)
+    window_mask, details["mask"], progress = _window_mask(image, card, mask, preprocess, progress)
     if chosen is None:
         heat, probability, windows, skipped = _explain_image(image, network, method, card, preprocess, progress,
                                                              window_mask)
