@@ -75,6 +75,38 @@ def test_bad_inputs_are_user_errors():
         infer_probabilities(Pointwise(channels=2), np.zeros((8, 8, 8), np.float32), TileSettings((8, 8, 8)))
 
 
+class Misfit(torch.nn.Module):
+    """A network that does not fit a 1-channel 3-D card: it answers as ``mode`` says."""
+
+    def __init__(self, mode):
+        super().__init__()
+        self.mode = mode
+
+    def forward(self, x):
+        if self.mode == "fails":
+            return torch.nn.functional.conv3d(x, torch.ones(1, 2, 1, 1, 1))  # wants 2 input channels
+        if self.mode == "halves":
+            return x[:, :, ::2, ::2, ::2]
+        if self.mode == "vector":
+            return x.mean(dim=(2, 3, 4))
+        if self.mode == "nan":
+            return x * float("nan")
+        return "not a tensor"
+
+
+@pytest.mark.parametrize("mode, message", [
+    ("fails", "network failed on a batch of windows of shape \\(1, 1, 8, 8, 8\\).*2 channels"),
+    ("halves", "must keep the window's size"),
+    ("vector", "must keep the window's size"),
+    ("nan", "NaN scores"),
+    ("text", "not a tensor"),
+])
+def test_a_network_that_does_not_fit_its_card_is_a_one_line_user_error(mode, message):
+    with pytest.raises(MedcadError, match=message) as caught:
+        infer_probabilities(Misfit(mode), np.zeros((8, 8, 8), np.float32), TileSettings((8, 8, 8)))
+    assert "\n" not in str(caught.value)
+
+
 def test_progress_callback_can_cancel():
     def cancel(_):
         raise Cancelled()

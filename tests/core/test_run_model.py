@@ -101,6 +101,9 @@ def _ct(array, **changes):
     (_ct(np.zeros((16, 16, 16, 3), np.uint8), rgb=True), "colour"),
     (_ct(np.zeros((16, 32, 32), np.int16), modality="MR"), "CT images"),
     (_ct(np.full((16, 32, 32), np.nan, np.float32)), "NaN"),
+    # a file that does not say what it holds, with no air: an MR, say, or a normalised volume
+    (_ct(np.full((16, 32, 32), 300, np.int16), modality=""), "no air .*between 300 and 300.*is it a CT"),
+    (_ct(np.linspace(0, 1, 16 * 32 * 32, dtype=np.float32).reshape(16, 32, 32), modality="OT"), "is it a CT"),
 ])
 def test_bad_inputs_are_user_errors(image, message):
     with pytest.raises(MedcadError, match=message) as caught:

@@ -305,6 +305,39 @@ def _precision_name(device) -> str:
     return "fp32" if dtype is None else str(dtype).removeprefix("torch.")
 
 
+def _run_network(network, batch, device, out_channels: int):
+    """The network's float logits on one batch of windows, or a one-line MedcadError when the
+    network does not fit its card (it fails on the card's input, or answers in another shape)
+    or answers NaN.  Out-of-memory errors pass through: the caller retries them."""
+    import torch
+
+    try:
+        with precision_context(device):
+            logits = network(batch)
+    except Exception as err:  # noqa: BLE001 - a user's network can raise anything
+        if is_out_of_memory(err):
+            raise
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+        # TorchScript's interpreter puts its own traceback first and the error last
+        reason = lines[-1] if "TorchScript interpreter" in lines[0] else lines[0]
+        raise MedcadError(f"the network failed on a batch of windows of shape {tuple(batch.shape)} "
+                          f"(does its card match it?): {reason[:200]}") from None
+    if isinstance(logits, (tuple, list)) and logits:
+        logits = logits[0]
+    if not isinstance(logits, torch.Tensor):
+        raise MedcadError(f"the network returned {type(logits).__name__}, not a tensor of per-voxel scores")
+    logits = logits.float()
+    expected = (batch.shape[0], out_channels) + tuple(batch.shape[2:])
+    if logits.ndim >= 2 and logits.shape[0] == batch.shape[0] and logits.shape[1] != out_channels:
+        raise MedcadError(f"the network gives {logits.shape[1]} output channels; its card says {out_channels}")
+    if tuple(logits.shape) != expected:
+        raise MedcadError(f"the network answers windows {tuple(batch.shape)} with {tuple(logits.shape)}, "
+                          f"not per-voxel scores {expected}: a segmentation network must keep the window's size")
+    if bool(torch.isnan(logits).any()):  # +-inf is a saturated score, NaN is no answer
+        raise MedcadError("the network gave NaN scores")
+    return logits
+
+
 def _sliding_window(network, volume, settings, device, batch_size, regions, mask, activation, out_channels, state,
                     total, progress):
     """MONAI's sliding window over each region; the regions' outputs blended into one array."""
@@ -337,13 +370,7 @@ def _sliding_window(network, volume, settings, device, batch_size, regions, mask
             out = torch.zeros((windows.shape[0], out_channels + 1) + tuple(windows.shape[2:]),
                               dtype=torch.float32, device=device)
             if keep:
-                with precision_context(device):
-                    logits = network(windows[keep].to(device))
-                if isinstance(logits, (tuple, list)):
-                    logits = logits[0]
-                logits = logits.float()
-                if logits.shape[1] != out_channels:
-                    raise MedcadError(f"the network gives {logits.shape[1]} output channels; its card says {out_channels}")
+                logits = _run_network(network, windows[keep].to(device), device, out_channels)
                 out[keep, :out_channels] = torch.softmax(logits, dim=1) if activation == "softmax" else torch.sigmoid(logits)
                 out[keep, out_channels] = 1.0
             state["run"] += len(keep)

@@ -33,6 +33,8 @@ from ..progress import ProgressFn, report, scaled
 
 #: modalities that say nothing about what the image holds (a NIfTI file, say): not refused
 UNKNOWN_MODALITIES = {"", "OT", "UNKNOWN"}
+#: a CT image of unknown modality must hold values below this (air is about -1000 HU)
+HU_AIR_BELOW = -500.0
 #: share of the progress bar per stage: prepare, mask, infer, decode
 _STAGES = {"prepare": (0.0, 0.12), "mask": (0.12, 0.22), "infer": (0.22, 0.92), "decode": (0.92, 1.0)}
 
@@ -55,25 +57,45 @@ def _card_of(model: str | ModelCard) -> ModelCard:
 
 
 def check_input(image: MedicalImage, card: ModelCard) -> None:
-    """Refuse images the model cannot read, with a message a user understands."""
+    """Refuse images the model cannot read, with a message a user understands.
+
+    The messages do not name the image: a DICOM image's name is its series description, which
+    can hold anything a technician typed; callers say which case or layer it was."""
     if card.task not in ("detection", "segmentation") or card.inference.get("stage") == "rescore":
         what = "rescores a detector's candidates" if card.inference.get("stage") == "rescore" else f"is a {card.task} model"
         raise MedcadError(f"model '{card.name}' {what}: run_model runs detection and segmentation models "
                           "(explanations of classifiers: napari_medcad.core.explain)")
     if image.rgb:
-        raise MedcadError(f"model '{card.name}' needs a grey-level {card.modality} image; '{image.name}' is a colour picture")
+        raise MedcadError(f"model '{card.name}' needs a grey-level {card.modality} image; this image is a colour picture")
     if image.ndim != card.dims:
-        raise MedcadError(f"model '{card.name}' works on {card.dims}-D images; '{image.name}' is {image.ndim}-D")
+        raise MedcadError(f"model '{card.name}' works on {card.dims}-D images; this image is {image.ndim}-D")
     modality = (image.modality or "").upper()
     if modality not in UNKNOWN_MODALITIES and card.modality and modality != card.modality.upper():
-        raise MedcadError(f"model '{card.name}' is for {card.modality} images; '{image.name}' is {image.modality}")
+        raise MedcadError(f"model '{card.name}' is for {card.modality} images; this image is {image.modality}")
     array = image.array
     if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
-        raise MedcadError(f"'{image.name}' holds {array.dtype} values, not real numbers")
+        raise MedcadError(f"this image holds {array.dtype} values, not real numbers")
     if array.size == 0:
-        raise MedcadError(f"'{image.name}' is empty")
-    if np.issubdtype(array.dtype, np.floating) and not (np.isfinite(np.min(array)) and np.isfinite(np.max(array))):
-        raise MedcadError(f"'{image.name}' contains NaN or infinite values")
+        raise MedcadError("this image is empty")
+    low, high = np.min(array), np.max(array)
+    if np.issubdtype(array.dtype, np.floating) and not (np.isfinite(low) and np.isfinite(high)):
+        raise MedcadError("this image contains NaN or infinite values")
+    if modality in UNKNOWN_MODALITIES and (card.modality or "").upper() == "CT":
+        _check_hounsfield(float(low), float(high), card)
+
+
+def _check_hounsfield(low: float, high: float, card: ModelCard) -> None:
+    """An image of unknown modality given to a CT model must at least look like CT in HU.
+
+    A NIfTI or NRRD file does not say what it holds, and an MR or a normalised volume run
+    through a CT model gives "0 findings" that look like a clean scan.  Every CT of the chest,
+    head or abdomen shows air (about -1000 HU) outside the body or inside it; an image with
+    nothing below ``HU_AIR_BELOW`` is refused, saying what its values are."""
+    if low > HU_AIR_BELOW:
+        raise MedcadError(
+            f"model '{card.name}' reads CT in Hounsfield units, but this image has no air (nothing below "
+            f"{HU_AIR_BELOW:g}; its values lie between {low:g} and {high:g}): is it a CT? "
+            "(a file that records its modality as CT is not checked)")
 
 
 def _split_pipeline(card: ModelCard):
