@@ -93,3 +93,47 @@ def test_region_statistics_are_scipys_on_a_random_field():
                                    rtol=0, atol=1e-9)
         assert finding.mean_hu == pytest.approx(float(ndimage.mean(intensity, regions, index)[0]), rel=1e-9)
         assert np.mean(within[regions == number]) >= 0.5
+
+
+def _image(values):
+    return MedicalImage(values.astype(np.float32), Geometry.identity(3, (1.0, 1.0, 2.0)))
+
+
+def test_classes_decode_into_one_table_ranked_across_classes():
+    from napari_medcad.core.inference.decode import decode_classes
+
+    air, bone = np.zeros((10, 20, 20)), np.zeros((10, 20, 20))
+    air[1:3, 1:3, 1:3] = 0.7
+    bone[5:8, 10:14, 10:14] = 0.9
+    bone[5:7, 1:3, 15:18] = 0.6
+    findings, labels = decode_classes([(_image(air), "air"), (_image(bone), "bone")], None, {"threshold": 0.5})
+    assert [(f.id, f.label, round(f.probability, 2)) for f in findings] == [(1, "bone", 0.9), (2, "air", 0.7),
+                                                                          (3, "bone", 0.6)]
+    for finding in findings:  # each id marks its own region, in its own class's map
+        source = air if finding.label == "air" else bone
+        assert np.all(source[labels == finding.id] == pytest.approx(finding.probability))
+    capped, capped_labels = decode_classes([(_image(air), "air"), (_image(bone), "bone")], None,
+                                           {"threshold": 0.5, "max_findings": 2})
+    assert [f.label for f in capped] == ["bone", "air"] and capped.provenance["over_max_findings"] == 1
+    assert set(np.unique(capped_labels)) == {0, 1, 2}
+
+
+@pytest.mark.parametrize("activation, channels, classes, expected", [
+    ("softmax", 3, ["background", "air", "bone"], ["air", "bone"]),
+    ("sigmoid", 2, ["background", "air", "bone"], ["air", "bone"]),
+    ("sigmoid", 1, ["background", "nodule"], ["nodule"]),
+    ("softmax", 2, ["background", "nodule"], ["nodule"]),
+])
+def test_every_class_of_a_model_gets_its_map(activation, channels, classes, expected):
+    from napari_medcad.core.inference.run import _class_maps
+    from napari_medcad.core.models.card import ModelCard
+
+    card = ModelCard(name="m", task="segmentation", dims=3, classes=classes,
+                     output={"activation": activation, "channels": channels})
+    probabilities = np.random.default_rng(0).random((channels, 4, 5, 6)).astype(np.float32)
+    maps = _class_maps(card, probabilities, activation)
+    assert [name for _, name in maps] == expected
+    if activation == "softmax" and channels > 2:  # a voxel belongs to the class that wins it, only
+        winner = probabilities.argmax(axis=0)
+        for c, (values, _) in enumerate(maps, start=1):
+            assert np.array_equal(values > 0, winner == c)

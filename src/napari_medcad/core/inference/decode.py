@@ -113,6 +113,8 @@ def decode_components(
             continue
         candidates.append((float(peaks[k]), k))
     candidates.sort(key=lambda item: -item[0])
+    if len(candidates) > max_findings:  # said, not silent: a segmentation loses regions here
+        findings.provenance["over_max_findings"] = len(candidates) - max_findings
     relabel = np.zeros(count + 1, dtype=np.int32)  # region number -> finding id (0: dropped)
     for new_id, (peak, k) in enumerate(candidates[:max_findings], start=1):
         box = boxes[k]
@@ -131,3 +133,36 @@ def decode_components(
             scores={"cnn": peak},
         ))
     return findings, relabel[regions]
+
+
+def decode_classes(
+    maps: list[tuple[MedicalImage, str]],
+    intensity: MedicalImage | None,
+    decoding: dict[str, Any],
+    within: np.ndarray | None = None,
+) -> tuple[Findings, np.ndarray]:
+    """:func:`decode_components` of each class's probability map (``(map, class label)``), as
+    one table: ids 1..N by decreasing probability over all classes, ``max_findings`` over all
+    of them, one label map (value = finding id).  The maps must not overlap above the mask
+    level (a softmax model's maps restricted to the voxels where each class wins)."""
+    if len(maps) == 1:
+        return decode_components(maps[0][0], intensity, decoding, label=maps[0][1], within=within)
+    max_findings = int(decoding.get("max_findings", 100))
+    # each class's own best max_findings hold every finding of the best max_findings of all
+    parts = [decode_components(values, intensity, decoding, label=label, within=within) for values, label in maps]
+    ranked = sorted(((finding, index) for index, (found, _) in enumerate(parts) for finding in found),
+                    key=lambda item: -item[0].probability)
+    findings = Findings(geometry=maps[0][0].geometry, shape_zyx=maps[0][0].spatial_shape)
+    over = sum(found.provenance.get("over_max_findings", 0) for found, _ in parts) + max(0, len(ranked) - max_findings)
+    if over:
+        findings.provenance["over_max_findings"] = over
+    relabels = [np.zeros(len(found) + 1, dtype=np.int32) for found, _ in parts]
+    for new_id, (finding, index) in enumerate(ranked[:max_findings], start=1):
+        relabels[index][finding.mask_value] = new_id
+        finding.id = finding.mask_value = new_id
+        findings.add(finding)
+    label_map = np.zeros(maps[0][0].spatial_shape, dtype=np.int32)
+    for (_, found_map), relabel in zip(parts, relabels):
+        mapped = relabel[found_map]
+        label_map[mapped > 0] = mapped[mapped > 0]
+    return findings, label_map

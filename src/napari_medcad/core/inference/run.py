@@ -191,7 +191,7 @@ def run_model(
     wholly outside it are not run.  Raises MedcadError for images the model cannot read and
     Cancelled when ``progress`` raises it.
     """
-    from ..inference.decode import decode_components
+    from ..inference.decode import decode_classes
     from ..inference.engine import TileSettings, infer_probabilities
     from ..models.loading import load_network
     from ..preprocess import lung_mask
@@ -239,24 +239,25 @@ def run_model(
     # 3. decoding on the model's grid, then onto the source grid
     clock = time.perf_counter()
     report(progress, int(_STAGES["decode"][0] * 1000), 1000, "decoding findings")
-    channel = int(card.output.get("finding_channel", out_channels - 1))
-    probability_grid = prepared.with_array(probabilities[channel], modality="OT", name=f"{image.name} probability",
-                                           metadata={})
+    class_maps = _class_maps(card, probabilities, activation)
+    heat = class_maps[0][0] if len(class_maps) == 1 else np.maximum.reduce([values for values, _ in class_maps])
+    probability_grid = prepared.with_array(heat, modality="OT", name=f"{image.name} probability", metadata={})
     hu_grid = gridded if gridded.metadata.get("intensity") is None else None
-    label = card.classes[-1] if card.classes else "finding"
     # a card with decoding.within_mask keeps only findings inside the mask it searched (the lungs)
     within = mask_array if card.decoding.get("within_mask") else None
     rescorer_clock = time.perf_counter()
-    rescorer, rescoring = _rescorer(card, card.rescores(rescore), hu_grid is not None and mask_array is not None)
+    rescorer, rescoring = _rescorer(card, card.rescores(rescore),
+                                    hu_grid is not None and mask_array is not None and len(class_maps) == 1)
     # in a fresh process this imports torch_geometric (about 2 s): the graph stage's cost, not decoding's
     rescorer_s = time.perf_counter() - rescorer_clock if rescorer is not None else 0.0
     decoding = dict(card.decoding)
     if rescorer is not None:  # the graph model sees every candidate, not just the confident ones
         decoding.update(threshold=float(rescorer.inference.get("candidate_threshold", 0.2)),
                         max_findings=int(rescorer.inference.get("max_candidates", 100)))
-    findings_grid, label_array = decode_components(probability_grid, hu_grid, decoding, label=label,
-                                                   within=within)
-    del probabilities
+    findings_grid, label_array = decode_classes(
+        [(prepared.with_array(values, modality="OT", metadata={}), label) for values, label in class_maps],
+        hu_grid, decoding, within=within)
+    del probabilities, class_maps
 
     findings = Findings(geometry=image.geometry, shape_zyx=image.spatial_shape,
                         image_signature=image.content_signature())
@@ -315,11 +316,52 @@ def run_model(
                    "batch_size": settings.batch_size, "blend": settings.blend},
         "engine": engine_report.to_dict(),
         "findings": len(findings),
+        "notes": _notes(engine_report.notes, findings_grid, decoding),
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "versions": _versions(),
     }
     report(progress, 1000, 1000, f"{len(findings)} findings")
     return ModelResult(findings=findings, labels=labels, probability=probability, report=summary, graph=graph)
+
+
+def _notes(engine_notes: list[str], decoded: Findings, decoding: dict) -> list[str]:
+    """What a user should hear about this run: the engine's notes (an empty mask, memory
+    fallbacks) and regions the card's ``max_findings`` left out."""
+    notes = list(engine_notes)
+    over = int(decoded.provenance.get("over_max_findings", 0))
+    if over:
+        notes.append(f"{over} more regions than the card's decoding.max_findings "
+                      f"({int(decoding.get('max_findings', 100))}) were left out, the least probable")
+    return notes
+
+
+def _class_maps(card: ModelCard, probabilities: np.ndarray, activation: str) -> list[tuple[np.ndarray, str]]:
+    """Each class a finding can have: (its probability map, its name).
+
+    ``output.finding_channel`` names one channel.  Otherwise a softmax with one channel per class
+    (background first) gives every other class the voxels where it wins; sigmoid channels, one
+    per class after the background, are each their own map; anything else (one channel, say) is
+    the last channel, named by the last class.
+    """
+    channels = probabilities.shape[0]
+    classes = [str(c) for c in card.classes or []]
+
+    def name(channel: int) -> str:
+        if len(classes) == channels:
+            return classes[channel]
+        if len(classes) == channels + 1:
+            return classes[channel + 1]
+        return classes[-1] if classes else "finding"
+
+    if "finding_channel" in card.output:
+        channel = int(card.output["finding_channel"])
+        return [(probabilities[channel], name(channel))]
+    if activation == "softmax" and channels > 2 and len(classes) == channels:
+        winner = np.argmax(probabilities, axis=0)
+        return [(np.where(winner == c, probabilities[c], np.float32(0)), classes[c]) for c in range(1, channels)]
+    if activation != "softmax" and channels > 1 and len(classes) == channels + 1:
+        return [(probabilities[c], classes[c + 1]) for c in range(channels)]
+    return [(probabilities[channels - 1], name(channels - 1))]
 
 
 def _rescorer(card: ModelCard, wanted: bool, possible: bool) -> tuple[ModelCard | None, dict]:
