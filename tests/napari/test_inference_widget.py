@@ -94,6 +94,15 @@ def test_run_adds_findings_at_the_blobs(widget, qtbot):
     assert "2 findings" in widget.message.text()
 
 
+def test_the_runs_notes_are_shown_under_its_summary(widget):
+    from types import SimpleNamespace
+
+    result = SimpleNamespace(findings=[], report={"model": {"name": "m"}, "device": "cpu", "timings_s": {"total_s": 1.0},
+                                                  "notes": ["the mask is empty: nothing to search"]})
+    widget._layers_added(result, "ct", [])
+    assert widget.message.text().splitlines()[-1] == "the mask is empty: nothing to search"
+
+
 def test_layers_are_added_one_per_event_loop_turn(widget, qtbot, monkeypatch):
     """The result's layers arrive over several event-loop turns; meanwhile the widget is busy
     and refuses a second run."""

@@ -475,6 +475,7 @@ class InferenceWidget(QWidget):
         self.message.setText(
             f"{findings_count(len(result.findings))} on '{source_name}' "
             f"({result.report.get('model', {}).get('name', '?')}, {result.report.get('device', '?')}, {seconds:.1f} s)"
+            + "".join(f"\n{note}" for note in result.report.get("notes", []))
         )
         if layers:
             self.viewer.layers.selection.active = layers[-1]
