@@ -142,6 +142,12 @@ def test_impossible_spacings_are_user_errors(spacing, message):
         resample(landmark_image((8, 10, 12), (4, 5, 6)), spacing)
 
 
+def test_a_spacing_too_large_for_one_axis_names_that_axis():
+    thin = MedicalImage(np.zeros((40, 30, 2), np.float32), Geometry.identity(3, (0.7, 1.0, 2.5)), name="thin")
+    with pytest.raises(MedcadError, match=r"1.4 mm along x, 2 mm wanted"):
+        resample(thin, 2.0)
+
+
 def test_resize_refuses_bad_shapes():
     image = landmark_image((8, 10, 12), (4, 5, 6))
     with pytest.raises(MedcadError, match="3 positive sizes"):

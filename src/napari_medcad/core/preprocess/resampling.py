@@ -123,9 +123,11 @@ def resample(
     # the same arithmetic as torch's interpolate, so both paths make the same grid
     out_shape = [math.floor(float(image.array.shape[axis]) * s) for axis, s in zip(axes, scale)]
     if min(out_shape) < 1:
+        short = int(np.argmin(out_shape))  # the axis the new spacing does not fit into
         raise MedcadError(
             f"resample spacing {spacing_xyz} mm is larger than '{image.name}' itself "
-            f"({image.array.shape[axes[0]] * old_zyx[0]:g} mm along one axis)"
+            f"({image.array.shape[axes[short]] * old_zyx[short]:g} mm along {'xyz'[len(axes) - 1 - short]}, "
+            f"{target_zyx[short]:g} mm wanted)"
         )
     steps = [new / old for old, new in zip(old_zyx, target_zyx)]
     return _resampled(image, out_shape, steps, interpolation, device, progress, scale_factor=scale)
