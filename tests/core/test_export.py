@@ -4,6 +4,7 @@ merging, COCO for 2D, case names, and all-or-nothing behaviour (cancel, failure,
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -199,23 +200,29 @@ def test_failure_leaves_dataset_unchanged(tmp_path):
     assert snapshot(tmp_path) == before
 
 
-def test_kill_during_renames_is_rolled_forward(tmp_path, monkeypatch):
-    """A commit stopped after its first rename: the next export finishes it first."""
-    image_a, findings_a, labels_a = ct_case(seed=1)
-    image_b, findings_b, labels_b = ct_case(seed=2)
-    export_case(image_a, findings_a, tmp_path, labels=labels_a)
+
+def export_killed_after_one_move(monkeypatch, image, findings, folder, labels):
+    """Export whose commit dies after its first move (KeyboardInterrupt stands in for SIGKILL:
+    nothing after it runs)."""
     real_move, calls = dataset_module._move, []
 
     def move_once_then_die(source, target):
         if calls:
-            raise KeyboardInterrupt  # stands in for SIGKILL: nothing after this runs
+            raise KeyboardInterrupt
         calls.append(target)
         real_move(source, target)
 
     monkeypatch.setattr(dataset_module, "_move", move_once_then_die)
     with pytest.raises(KeyboardInterrupt):
-        export_case(image_b, findings_b, tmp_path, labels=labels_b)
+        export_case(image, findings, folder, labels=labels)
     monkeypatch.setattr(dataset_module, "_move", real_move)
+
+def test_kill_during_renames_is_rolled_forward(tmp_path, monkeypatch):
+    """A commit stopped after its first rename: the next export finishes it first."""
+    image_a, findings_a, labels_a = ct_case(seed=1)
+    image_b, findings_b, labels_b = ct_case(seed=2)
+    export_case(image_a, findings_a, tmp_path, labels=labels_a)
+    export_killed_after_one_move(monkeypatch, image_b, findings_b, tmp_path, labels_b)
     assert json.loads((tmp_path / "dataset.json").read_text())["numTraining"] == 1  # half done
     assert len(list(tmp_path.glob(dataset_module.STAGING_PREFIX + "*"))) == 1
 
@@ -357,3 +364,178 @@ def test_float_2d_image_gets_a_recorded_png_mapping(tmp_path):
     png = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / entry["file_name"]))).astype(float)
     mapping = entry["medcad_intensity_mapping"]
     np.testing.assert_allclose(png * mapping["scale"] + mapping["offset"], values, atol=mapping["scale"])
+
+
+def test_finding_id_zero_is_a_lesion_not_the_background(tmp_path):
+    """0-based ids (common in hand-written CSVs): id 0 marks its ball, not every voxel."""
+    image, _, _ = ct_case()
+    findings = Findings(items=[
+        Finding(0, "nodule", 0.9, tuple(image.index_to_world((6, 20, 18))), 5.0, status=Status.ACCEPTED),
+        Finding(1, "nodule", 0.8, tuple(image.index_to_world((3, 8, 8))), 5.0, status=Status.REJECTED)])
+    export_case(image, findings, tmp_path)
+    written = read_labels(tmp_path, "case_0001")
+    assert written[6, 20, 18] == 1 and written[3, 8, 8] == 0
+    assert 0 < (written == 1).sum() < 200
+    manifest = json.loads((tmp_path / "medcad_export.json").read_text())
+    assert {f["id"]: f["label_map"] for f in manifest["cases"]["case_0001"]["findings"]} == {0: "ball", 1: "background"}
+
+
+def test_finding_id_zero_in_coco(tmp_path):
+    pycocotools = pytest.importorskip("pycocotools.coco")
+    image, findings, labels = flat_case()
+    findings.add(Finding(0, "nodule", 1.0, tuple(image.index_to_world((25, 30))), 3.0, status=Status.ADDED,
+                         source="reader"))
+    export_case(image, findings, tmp_path, labels=labels)
+    coco = pycocotools.COCO(str(tmp_path / "coco.json"))
+    masks = {a["medcad_finding_id"]: coco.annToMask(a).astype(bool) for a in coco.dataset["annotations"]}
+    assert sorted(masks) == [0, 1, 2, 3]
+    assert masks[0][25, 30] and masks[0].sum() < 100
+    np.testing.assert_array_equal(masks[1], labels.array == 1)
+
+
+def test_a_case_name_held_by_another_image_is_refused(tmp_path):
+    image_a, findings_a, labels_a = ct_case(seed=1)
+    image_b, findings_b, labels_b = ct_case(seed=2)
+    export_case(image_a, findings_a, tmp_path, labels=labels_a)
+    export_case(image_b, findings_b, tmp_path, labels=labels_b, case_name="lung_b")
+    before = snapshot(tmp_path)
+    for name in ("case_0001", "CASE_0001", "LUNG_B"):
+        with pytest.raises(MedcadError, match="holds a different image .* choose another case name"):
+            export_case(image_a if name == "LUNG_B" else image_b, findings_a, tmp_path, case_name=name)
+    assert snapshot(tmp_path) == before
+
+    again = export_case(image_a, findings_a, tmp_path, labels=labels_a, case_name="CASE_0001")  # its own case
+    assert again.case == "CASE_0001" and again.replaced == ["case_0001"]
+    assert "replaced case_0001" in again.summary()
+    assert sorted(p.name for p in (tmp_path / "imagesTr").iterdir()) == ["CASE_0001_0000.nii.gz", "lung_b_0000.nii.gz"]
+    assert sorted(json.loads((tmp_path / "medcad_export.json").read_text())["cases"]) == ["CASE_0001", "lung_b"]
+
+
+def test_reserved_class_names_are_refused(tmp_path):
+    """nnU-Net's 'ignore' must be the highest label value, which a growing class list cannot promise."""
+    image, findings, labels = ct_case()
+    findings[3].label = "Ignore"
+    with pytest.raises(MedcadError, match="'Ignore', which is nnU-Net's name for voxels left out of training"):
+        export_case(image, findings, tmp_path, labels=labels)
+    findings[3].label = "ignore"
+    findings[3].status = Status.REJECTED  # a rejected finding makes no class
+    export_case(image, findings, tmp_path, labels=labels)
+    assert "ignore" not in json.loads((tmp_path / "dataset.json").read_text())["labels"]
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("diameter_mm", float("nan"), "diameter of nan"),
+    ("diameter_mm", -4.0, "diameter of -4.0"),
+    ("probability", float("inf"), "probability of inf"),
+])
+def test_values_json_cannot_hold_are_refused(tmp_path, field, value, message):
+    image, findings, labels = ct_case()
+    setattr(findings[2], field, value)  # a rejected finding: it still goes into the tables
+    with pytest.raises(MedcadError, match=f"finding 2 has a {message}"):
+        export_case(image, findings, tmp_path, labels=labels)
+    assert not (tmp_path / "medcad_export.json").exists()
+
+
+def test_exported_json_is_standard(tmp_path):
+    """No NaN or Infinity (which Python writes but other JSON readers refuse), even from metadata."""
+    image, findings, labels = ct_case()
+    image.metadata["kvp"] = float("nan")
+    export_case(image, findings, tmp_path, labels=labels)
+
+    def refuse(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    for name in ("medcad_export.json", "dataset.json"):
+        json.loads((tmp_path / name).read_text(), parse_constant=refuse)
+
+
+def test_a_positive_finding_outside_the_image_is_refused(tmp_path):
+    image, findings, labels = ct_case()
+    findings.add(Finding(5, "nodule", 0.9, (500.0, 12.0, 47.5), 4.0, status=Status.ACCEPTED))
+    with pytest.raises(MedcadError, match="finding 5 .accepted. lies outside the image"):
+        export_case(image, findings, tmp_path, labels=labels)
+    findings[5].status = Status.REJECTED  # a hard negative there is harmless
+    export_case(image, findings, tmp_path, labels=labels)
+
+
+def test_a_refused_folder_is_left_exactly_as_it_was(tmp_path):
+    """No lock file, and no recovery run among someone else's files."""
+    image, findings, labels = ct_case()
+    foreign = tmp_path / "thesis"
+    (foreign / f"{dataset_module.STAGING_PREFIX}notours").mkdir(parents=True)
+    (foreign / "thesis.docx").write_text("chapter 1")
+    before = sorted(p.relative_to(foreign) for p in foreign.rglob("*"))
+    with pytest.raises(MedcadError, match="not a napari-medcad dataset"):
+        export_case(image, findings, foreign, labels=labels)
+    assert sorted(p.relative_to(foreign) for p in foreign.rglob("*")) == before
+
+
+def test_first_export_killed_after_its_commit_point_is_finished(tmp_path, monkeypatch):
+    """Files but no manifest yet: the folder is still recognised as ours and rolled forward."""
+    image_a, findings_a, labels_a = ct_case(seed=1)
+    export_killed_after_one_move(monkeypatch, image_a, findings_a, tmp_path, labels_a)
+    assert not (tmp_path / "medcad_export.json").exists() and (tmp_path / "imagesTr").is_dir()
+    image_b, findings_b, labels_b = ct_case(seed=2)
+    result = export_case(image_b, findings_b, tmp_path, labels=labels_b)
+    assert result.recovered["rolled_forward"] == 1 and result.case == "case_0002"
+    assert json.loads((tmp_path / "dataset.json").read_text())["numTraining"] == 2
+
+
+def _nnunet_view_is_whole(root: Path) -> bool:
+    """What nnU-Net reads: dataset.json's case list, each case's files present, numTraining right."""
+    if not (root / "dataset.json").is_file():
+        return True  # no dataset yet
+    dataset = json.loads((root / "dataset.json").read_text())
+    cases = dataset["dataset"]
+    files = [f for entry in cases.values() for f in entry["images"] + [entry["label"]]]
+    return dataset["numTraining"] == len(cases) and all((root / f).is_file() for f in files)
+
+
+@pytest.mark.parametrize("renames_before_kill", range(15))
+def test_nnunet_never_sees_half_a_commit(tmp_path, monkeypatch, renames_before_kill):
+    """Killed after any rename of a commit that adds one case and renames another, nnU-Net's view
+    of the dataset is whole: files come before dataset.json lists them and go after it stops."""
+    image_a, findings_a, labels_a = ct_case(seed=1)
+    image_b, findings_b, labels_b = ct_case(seed=2)
+    export_case(image_a, findings_a, tmp_path, labels=labels_a)
+    export_case(image_b, findings_b, tmp_path, labels=labels_b)
+    real_move, real_unlink = dataset_module._move, Path.unlink
+    done = []
+
+    def counted(step):
+        def wrapper(*args, **kwargs):
+            if len(done) == renames_before_kill:
+                raise KeyboardInterrupt
+            done.append(args)
+            return step(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(dataset_module, "_move", counted(real_move))
+    monkeypatch.setattr(Path, "unlink", lambda self, missing_ok=False: counted(real_unlink)(self, missing_ok)
+                        if self.parent.parent == tmp_path else real_unlink(self, missing_ok))  # a case file
+    image_c, findings_c, labels_c = ct_case(seed=3)
+    try:
+        export_case(image_a, findings_a, tmp_path, labels=labels_a, case_name="renamed")  # deletes case_0001
+        export_case(image_c, findings_c, tmp_path, labels=labels_c)
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.undo()
+    assert len(done) == min(renames_before_kill, 14)  # 8 steps of the first export, 6 of the second
+    assert _nnunet_view_is_whole(tmp_path)
+    export_case(image_c, findings_c, tmp_path, labels=labels_c)  # rolls forward, then adds case C
+    assert _nnunet_view_is_whole(tmp_path)
+    assert sorted(json.loads((tmp_path / "dataset.json").read_text())["dataset"]) == ["case_0002", "case_0003",
+                                                                                      "renamed"]
+
+
+def test_dataset_files_get_the_usual_permissions(tmp_path):
+    """Images written through a temporary file are no more private than the tables beside them."""
+    image, findings, labels = ct_case()
+    previous = os.umask(0o022)
+    try:
+        export_case(image, findings, tmp_path / "ds", labels=labels)
+    finally:
+        os.umask(previous)
+    modes = {str(p.relative_to(tmp_path)): p.stat().st_mode & 0o777 for p in (tmp_path / "ds").rglob("*")
+             if p.is_file()}
+    assert set(modes.values()) == {0o644}, modes

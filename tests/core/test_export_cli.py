@@ -137,20 +137,21 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, run_cli, extra, message):
     assert not (tmp_path / "escape").exists() and not (tmp_path.parent / "escape").exists()
 
 
-def _dicom_with_identity(folder: Path) -> MedicalImage:
-    """A CT series whose headers name a patient, a visit and a hospital."""
+def _dicom_with_identity(folder: Path, **changes: str) -> MedicalImage:
+    """A CT series whose headers name a patient, a visit and a hospital (PATIENT, with ``changes``)."""
     pydicom = pytest.importorskip("pydicom")
     from dicom_factory import write_series
 
+    identity = {**PATIENT, **changes}
     volume = sitk.GetImageFromArray(np.random.default_rng(4).integers(0, 1200, (6, 24, 24)).astype(np.int16))
     volume.SetSpacing((0.8, 0.8, 2.5))
     volume.SetOrigin((-10.0, 5.0, 40.0))
     for path in write_series(volume, folder, description="chest"):
         ds = pydicom.dcmread(path)
-        for keyword, value in PATIENT.items():
+        for keyword, value in identity.items():
             setattr(ds, keyword, value)
         ds.save_as(path)
-    assert pydicom.dcmread(next(folder.iterdir())).PatientName == PATIENT["PatientName"]
+    assert pydicom.dcmread(next(folder.iterdir())).PatientName == identity["PatientName"]
     return read_image(folder)
 
 
@@ -334,3 +335,84 @@ def test_export_2d_from_a_findings_csv(tmp_path, run_cli):
     assert abs(w * 0.5 - 6.0) <= 1.0 and abs(h * 0.5 - 6.0) <= 1.0  # a 6 mm disc on 0.5 mm pixels
     candidates = (tmp_path / "ds" / "candidates.csv").read_text().splitlines()
     assert candidates[1:] == ["chest-1,22.500,5.000,0.000,1", "chest-1,12.500,-2.500,0.000,0"]
+
+
+def _reader_findings(image: MedicalImage, label: str = "nodule") -> Findings:
+    return Findings(items=[
+        Finding(1, label, 1.0, tuple(image.index_to_world((3, 12, 12))), 4.0, status=Status.ADDED, source="reader"),
+        Finding(2, "nodule", 0.4, tuple(image.index_to_world((2, 5, 5))), 3.0, status=Status.REJECTED)])
+
+
+@pytest.mark.parametrize("identity", [
+    {"InstitutionName": "Princess Margaret Cancer Centre"},  # "centre" as in centre_world_mm
+    {"PatientName": "CASE^ROBERT"},  # the pseudonyms' "case"
+    {"PatientName": "BALL^PETER"},  # how a lesion was drawn: "ball"
+    {"PatientName": "SMITH^MONA"},  # monai
+    {"PatientName": "DENT^ARTHUR"},  # identifying_fields...
+    {"PatientName": "CHAN^WAI MAN"},  # channel_names
+    {"PatientName": "DING^WEI"},  # file_ending
+    {"PatientName": "ABEL^KARL"},  # label
+    {"PatientName": "FIELD^ANNA"},
+    {"PatientID": "0001"},  # the first pseudonym's number
+], ids=lambda identity: "-".join(identity.values()))
+def test_ordinary_names_do_not_stop_an_export(tmp_path, identity):
+    """Words of the exporter's own text are not the patient's; the patient's values still appear nowhere."""
+    from napari_medcad.core.export import export_case
+
+    image = _dicom_with_identity(tmp_path / "series", **identity)
+    result = export_case(image, _reader_findings(image), tmp_path / "ds", source_path=tmp_path / "series")
+    assert result.case == ("case_0002" if identity.get("PatientID") == "0001" else "case_0001")
+    full = [value for value in {**PATIENT, **identity}.values() if not value.isdigit()]
+    for name, data in _all_readable_bytes(tmp_path / "ds").items():
+        for value in full:
+            assert value.lower().encode() not in data.lower(), f"{value} found in {name}"
+
+
+@pytest.mark.parametrize("identity, case_name, label, message", [
+    ({"PatientName": "BALL^PETER"}, None, "Ball opacity", "PatientName would appear in the class name of finding 1"),
+    ({"PatientName": "CASE^ROBERT"}, "robert_case", "nodule", "case name contains the patient's PatientName"),
+    ({"PatientName": "SMITH^JOHN"}, "johnsmith", "nodule", "case name contains the patient's PatientName"),
+    ({"PatientID": "0001"}, "lung_0001", "nodule", "case name contains the patient's PatientID"),
+    ({"PatientName": "CHAN^WAI MAN"}, None, "nodule wai-man", "PatientName would appear in dataset.json"),
+    ({}, None, "nodule 19231107", "PatientBirthDate would appear in dataset.json"),
+], ids=["vocabulary-word-typed", "user-case-name", "run-together", "pseudonym-like", "words-apart", "date"])
+def test_identifiers_typed_into_the_case_are_still_refused(tmp_path, identity, case_name, label, message):
+    from napari_medcad.core.errors import MedcadError
+    from napari_medcad.core.export import export_case
+
+    image = _dicom_with_identity(tmp_path / "series", **identity)
+    with pytest.raises(MedcadError, match=message):
+        export_case(image, _reader_findings(image, label), tmp_path / "ds", case_name=case_name,
+                    source_path=tmp_path / "series")
+    assert [p.name for p in (tmp_path / "ds").iterdir()] == [dataset_module.LOCK_NAME]
+
+
+def test_exporter_words_are_its_own_text_only():
+    """The words excused from the search come from the exporter's string constants: they hold
+    its vocabulary and nothing of the test patients above."""
+    from napari_medcad.core.export.deidentify import exporter_words
+
+    words = exporter_words()
+    assert {"case", "ball", "centre", "label", "channel", "mask", "accepted", "reader", "note"} <= words
+    assert not {"zztopsecret", "alicia", "doe", "john", "quixote", "robert", "peter"} & words
+
+
+@pytest.mark.parametrize("rows, code, message", [
+    ("x,-20,-10,55,0.9,4.0,nodule,0,Accepted\nx,-15,-5,58,0.9,3.0,nodule,1.0,REJECTED\n", 0, "exported case_0001"),
+    ("x,-20,-10,55,0.9,4.0,nodule,1,accepted\nx,-15,-5,58,0.9,3.0,nodule,1,rejected\n", 2, "line 3: id 1 is already"),
+    ("x,-20,-10,55,0.9,nan,nodule,1,accepted\n", 2, "line 2: diameter_mm is 'nan'"),
+    ("x,500,-10,55,0.9,4.0,nodule,1,accepted\n", 2, "finding 1 (accepted) lies outside the image"),
+    ("x,-20,-10,55,0.9,4.0,ignore,1,accepted\n", 2, "nnU-Net's name for voxels left out of training"),
+])
+def test_hand_written_findings_csv(tmp_path, run_cli, rows, code, message):
+    """One line and exit 2 for mistakes, no traceback; what a person means is read as meant."""
+    image = small_ct()
+    write_image(image, tmp_path / "scan.nii.gz")
+    (tmp_path / "findings.csv").write_text("seriesuid,coordX,coordY,coordZ,probability,diameter_mm,label,id,status\n"
+                                           + rows)
+    result = run_cli("export", "--image", str(tmp_path / "scan.nii.gz"), "--findings", str(tmp_path / "findings.csv"),
+                     "--out", str(tmp_path / "ds"), "--quiet")
+    assert result.returncode == code, result.stderr
+    assert message in (result.stdout + result.stderr) and "Traceback" not in result.stderr
+    if code:
+        assert len(result.stderr.strip().splitlines()) == 1

@@ -95,3 +95,59 @@ def test_csv_of_a_2d_image_reads_back_on_its_grid(tmp_path):
     [back] = read_findings_csv(path, geometry)
     assert back.centre_world_mm == (-5.0, 30.0)
     np.testing.assert_allclose(back.centre_index_zyx, (20.0, 10.0))
+
+
+HEADER = "seriesuid,coordX,coordY,coordZ,probability,diameter_mm,label,id,status\n"
+
+
+def test_hand_written_csv_is_read_as_meant(tmp_path):
+    """0-based ids, '1.0' for 1, statuses in any letter case, a spreadsheet's byte-order mark."""
+    path = tmp_path / "findings.csv"
+    path.write_text("\ufeff" + HEADER + "x,1,2,3,0.9,4.0,nodule,0,Accepted\n"
+                    "x,4,5,6,0.5,3.0,nodule,1.0, REJECTED \n"
+                    "x,7,8,9,,,,,\n", encoding="utf-8")
+    findings = read_findings_csv(path)
+    assert [(f.id, f.status) for f in findings] == [(0, Status.ACCEPTED), (1, Status.REJECTED), (2, Status.PENDING)]
+    assert findings[2].probability == 1.0 and findings[2].diameter_mm == 0.0 and findings[2].label == "nodule"
+
+
+def test_descriptive_columns_may_be_nan(tmp_path):
+    """volume_mm3 and mean_hu are only described, never used: 'nan' there means not measured."""
+    path = tmp_path / "findings.csv"
+    path.write_text("coordX,coordY,coordZ,volume_mm3,mean_hu\n1,2,3,nan,NaN\n4,5,6,12.5,-650\n")
+    first, second = read_findings_csv(path)
+    assert first.volume_mm3 is None and first.mean_hu is None
+    assert second.volume_mm3 == 12.5 and second.mean_hu == -650
+
+
+@pytest.mark.parametrize("rows, message", [
+    ("x,1,2,3,0.9,4,nodule,1,accepted\nx,4,5,6,0.9,4,nodule,1,rejected\n", "line 3: id 1 is already used on line 2"),
+    ("x,1,2,3,0.9,4,nodule,1,acepted\n", "line 2: unknown status 'acepted'"),
+    ("x,1,2,3,0.9,4,nodule,1.5,accepted\n", "line 2: id '1.5' is not a whole number"),
+    ("x,1,2,3,0.9,4,nodule,-1,accepted\n", "line 2: id '-1' is not a whole number"),
+    ("x,1,2,3,0.9,4,nodule,one,accepted\n", "line 2: id 'one' is not a whole number"),
+    ("x,1,2,3,0.9,nan,nodule,1,accepted\n", "line 2: diameter_mm is 'nan'"),
+    ("x,1,2,3,0.9,-4,nodule,1,accepted\n", "line 2: diameter_mm is -4; a diameter cannot be negative"),
+    ("x,1,2,3,inf,4,nodule,1,rejected\n", "line 2: probability is 'inf'"),
+    ("x,1,2,3,high,4,nodule,1,rejected\n", "line 2: probability 'high' is not a number"),
+    ("x,nan,2,3,0.9,4,nodule,1,accepted\n", "line 2: coordX is 'nan'"),
+    ("x,1,,3,0.9,4,nodule,1,accepted\n", "line 2: coordY is empty"),
+])
+def test_csv_mistakes_are_one_line_user_errors(tmp_path, rows, message):
+    path = tmp_path / "findings.csv"
+    path.write_text(HEADER + rows)
+    with pytest.raises(MedcadError, match=message) as caught:
+        read_findings_csv(path)
+    assert "\n" not in str(caught.value) and str(path) in str(caught.value)
+
+
+def test_measurement_problem_names_what_an_export_cannot_take():
+    from napari_medcad.core.findings import measurement_problem
+
+    def finding(probability=0.5, diameter=4.0):
+        return Finding(id=1, label="nodule", probability=probability, centre_world_mm=(0, 0, 0), diameter_mm=diameter)
+
+    assert measurement_problem(finding()) is None
+    assert "probability of inf" in measurement_problem(finding(probability=float("inf")))
+    assert "diameter of nan" in measurement_problem(finding(diameter=float("nan")))
+    assert "diameter of -1.0" in measurement_problem(finding(diameter=-1.0))

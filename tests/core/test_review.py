@@ -192,3 +192,19 @@ def test_opening_removes_temporary_files_of_a_killed_save_but_not_a_live_one(tmp
     os.utime(live, (old, old))
     ReviewSession.start(model_findings(), "sig-A", session.path)  # resuming cleans up too
     assert not live.exists() and other.exists()
+
+
+def test_a_note_is_not_a_decision(session):
+    """Writing a note after accepting keeps the accept as the decision, with its time."""
+    accepted = session.accept(1)
+    accept_time = session.history[-1].time
+    session.set_note(1, "looks solid")
+    session.set_note(2, "look again later")  # a note on an undecided finding decides nothing
+    decisions = session.decisions()
+    assert decisions[1] == {"status": "accepted", "action": "accept", "time": accept_time}
+    assert 2 not in decisions
+    assert accepted.status == Status.ACCEPTED and session.findings[1].note == "looks solid"
+    session.set_label(1, "mass")  # a change of class is a decision again
+    assert session.decisions()[1]["action"] == "label"
+    reviewed = load_review(session.path, "sig-A")
+    assert reviewed.provenance["review"]["decisions"]["1"]["action"] == "label"

@@ -9,10 +9,27 @@ data to the disk before the rename, for files whose loss would lose a reader's w
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+
+def _create_beside(path: Path, suffix: str) -> Path:
+    """A new empty file ``.NAME.<random>.partial<suffix>`` beside ``path``.
+
+    Created as open() creates files (mode 0666 less the umask), not as mkstemp does (0600):
+    the rename makes it the real file, which must get the permissions any other file written
+    here gets.  The name pattern is what ``review.remove_stale_partials`` looks for.
+    """
+    for _ in range(100):
+        candidate = path.parent / f".{path.name}.{secrets.token_hex(4)}.partial{suffix}"
+        try:
+            os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return candidate
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
 @contextmanager
@@ -23,9 +40,7 @@ def replacing(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     error the temporary file is removed and ``path`` is left as it was.
     """
     path = Path(path)
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".partial{suffix}", dir=path.parent)
-    os.close(handle)
-    temporary = Path(name)
+    temporary = _create_beside(path, suffix)
     try:
         yield temporary
         os.replace(temporary, path)

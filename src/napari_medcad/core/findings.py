@@ -195,38 +195,128 @@ class Findings:
         return buffer.getvalue()
 
 
+def measurement_problem(finding: Finding) -> str | None:
+    """Why ``finding``'s probability or diameter cannot go into a dataset (None: they can).
+
+    NaN or infinity would make the export's JSON invalid and its tables meaningless, and a
+    negative diameter draws nothing; findings reach an export from CSV files, review files and
+    the viewer, so the export asks this of every one of them.
+    """
+    if not math.isfinite(finding.probability):
+        return f"a probability of {finding.probability}"
+    if not math.isfinite(finding.diameter_mm) or finding.diameter_mm < 0:
+        return f"a diameter of {finding.diameter_mm} mm (it must be a number >= 0)"
+    return None
+
+
+#: the columns a findings table must have; the others have defaults
+_POSITION_COLUMNS = ("coordX", "coordY", "coordZ")
+
+
 def read_findings_csv(path: str | os.PathLike, geometry: Geometry | None = None) -> Findings:
-    """Findings from a CSV in LUNA16 columns (ours or a plain LUNA16 annotations/submission file)."""
+    """Findings from a CSV in LUNA16 columns: ours, a plain LUNA16 annotations or submission
+    file, or one written by hand.
+
+    Hand-written tables bring 0-based ids, '1.0' for 1, 'Accepted' for accepted: those are read
+    as meant.  Anything else wrong (a duplicate id, a status we do not know, a number that is
+    not finite, a negative diameter) is a :class:`MedcadError` naming the line, so the CLI says
+    what to fix in one line instead of failing later in the export.
+    """
     path = Path(path)
     try:
-        with open(path, newline="") as handle:
-            rows = list(csv.DictReader(handle))
+        with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: spreadsheets write a BOM
+            reader = csv.DictReader(handle)
+            columns = reader.fieldnames or []
+            rows = [(reader.line_num, row) for row in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise MedcadError(f"cannot read the findings table ({err})", path) from None
+    missing = [column for column in _POSITION_COLUMNS if column not in columns]
+    if missing:
+        raise MedcadError(f"this table lacks the LUNA16 columns {', '.join(missing)} (it has "
+                          f"{', '.join(c for c in columns if c)[:120] or 'no header'})", path)
     findings = Findings(geometry=geometry)
-    for number, row in enumerate(rows, start=1):
+    line_of_id: dict[int, int] = {}
+    for line, row in rows:
         try:
-            centre = (float(row["coordX"]), float(row["coordY"]), float(row["coordZ"]))
-            if geometry is not None and geometry.ndim == 2:
-                centre = centre[:2]  # LUNA16 rows always have a z; a 2-D image's world has none
-            probability = float(row.get("probability") or 1.0)
-            diameter = float(row.get("diameter_mm") or 0.0)
-        except (KeyError, TypeError, ValueError):
-            raise MedcadError(
-                f"row {number} lacks LUNA16 columns coordX, coordY, coordZ (and probability / diameter_mm)", path
-            ) from None
-        finding_id = int(row["id"]) if row.get("id") else findings.next_id()
-        index = findings.world_to_index(centre) if geometry is not None else ()
-        findings.add(Finding(
-            id=finding_id,
-            label=row.get("label") or "nodule",
-            probability=probability,
-            centre_world_mm=centre,
-            diameter_mm=diameter,
-            centre_index_zyx=index,
-            volume_mm3=float(row["volume_mm3"]) if row.get("volume_mm3") else None,
-            mean_hu=float(row["mean_hu"]) if row.get("mean_hu") else None,
-            status=Status(row.get("status") or "pending"),
-            note=row.get("note") or "",
-        ))
+            finding = _finding_from_row(row, findings, geometry)
+        except MedcadError as err:
+            raise MedcadError(f"line {line}: {err.reason}", path) from None
+        if finding.id in line_of_id:
+            raise MedcadError(f"line {line}: id {finding.id} is already used on line {line_of_id[finding.id]} "
+                              "(each finding needs its own id)", path)
+        line_of_id[finding.id] = line
+        findings.add(finding)
     return findings
+
+
+def _finding_from_row(row: dict[str, str | None], findings: Findings, geometry: Geometry | None) -> Finding:
+    centre: tuple[float, ...] = tuple(_number(row, column) for column in _POSITION_COLUMNS)
+    if geometry is not None and geometry.ndim == 2:
+        centre = centre[:2]  # LUNA16 rows always have a z; a 2-D image's world has none
+    diameter = _number(row, "diameter_mm", default=0.0)
+    if diameter < 0:
+        raise MedcadError(f"diameter_mm is {diameter:g}; a diameter cannot be negative")
+    volume = _optional_number(row, "volume_mm3")
+    if volume is not None and volume < 0:
+        raise MedcadError(f"volume_mm3 is {volume:g}; a volume cannot be negative")
+    id_text = _cell(row, "id")
+    return Finding(
+        id=_whole_number(id_text) if id_text else findings.next_id(),
+        label=_cell(row, "label") or "nodule",
+        probability=_number(row, "probability", default=1.0),
+        centre_world_mm=centre,
+        diameter_mm=diameter,
+        centre_index_zyx=findings.world_to_index(centre) if geometry is not None else (),
+        volume_mm3=volume,
+        mean_hu=_optional_number(row, "mean_hu"),
+        status=_status(_cell(row, "status")),
+        note=row.get("note") or "",
+    )
+
+
+def _cell(row: dict[str, str | None], column: str) -> str:
+    value = row.get(column)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _number(row: dict[str, str | None], column: str, default: float | None = None) -> float:
+    """The finite number in ``column``; ``default`` when the cell is empty (None: it is required)."""
+    text = _cell(row, column)
+    if not text:
+        if default is None:
+            raise MedcadError(f"{column} is empty")
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise MedcadError(f"{column} {text[:30]!r} is not a number") from None
+    if not math.isfinite(value):
+        raise MedcadError(f"{column} is {text[:30]!r}; it must be a finite number")
+    return value
+
+
+def _optional_number(row: dict[str, str | None], column: str) -> float | None:
+    """Descriptive columns (volume, mean HU): empty or 'nan' means not measured, as pandas writes it."""
+    text = _cell(row, column)
+    if not text or text.lower() == "nan":
+        return None
+    return _number(row, column)
+
+
+def _whole_number(text: str) -> int:
+    """An id: a whole number >= 0, also when written '1.0' (spreadsheets do)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value != int(value) or value < 0:
+        raise MedcadError(f"id {text[:30]!r} is not a whole number >= 0")
+    return int(value)
+
+
+def _status(text: str) -> Status:
+    """A status in any letter case; empty means pending."""
+    try:
+        return Status(text.lower() or Status.PENDING.value)
+    except ValueError:
+        raise MedcadError(f"unknown status {text[:30]!r} (use {', '.join(s.value for s in Status)})") from None

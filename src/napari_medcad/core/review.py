@@ -196,14 +196,19 @@ class ReviewSession:
 
     # decisions ----------------------------------------------------------------------------------
     def decisions(self) -> dict[int, dict[str, str]]:
-        """Each finding's latest decision and when it was made (for an export's provenance)."""
+        """Each finding's latest decision and when it was made (for an export's provenance).
+
+        A decision is an action that changed the finding itself (its status, class, place or
+        size, or created it): a note written after accepting records what the reader thought,
+        not a new decision, so the accept keeps its action and time.
+        """
         latest: dict[int, dict[str, str]] = {}
         for action in self.history:
-            if action.after is not None:
+            if action.after is None:
+                latest.pop(action.finding_id, None)
+            elif _decides(action):
                 latest[action.finding_id] = {"status": str(action.after.get("status")), "action": action.kind,
                                              "time": action.time}
-            else:
-                latest.pop(action.finding_id, None)
         return latest
 
     def reviewed_findings(self) -> Findings:
@@ -273,6 +278,13 @@ class ReviewSession:
         self.save()
         for listener in list(self.listeners):
             listener(action)
+
+
+def _decides(action: Action) -> bool:
+    """Whether ``action`` changed more of its finding than the note (see ReviewSession.decisions)."""
+    if action.before is None:
+        return True
+    return any(action.before.get(key) != value for key, value in action.after.items() if key != "note")
 
 
 def remove_stale_partials(path: str | os.PathLike, older_than_s: float = STALE_PARTIAL_S) -> list[Path]:

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MedcadError
-from ..findings import Findings, Status
+from ..findings import Findings, Status, measurement_problem
 from ..image import MedicalImage
 from ..progress import ProgressFn, report
 from . import coco, luna, nnunet, provenance
-from .dataset import MANIFEST_NAME, Transaction, dataset_lock, recover
-from .deidentify import check_no_identifiers, read_source_header
+from .dataset import MANIFEST_NAME, Transaction, check_dataset_folder, dataset_lock, recover
+from .deidentify import case_name_leak, check_no_identifiers, read_source_header
 from .labelmap import build_case_labels
 
 PENDING_POLICIES = {
@@ -47,10 +47,17 @@ class ExportResult:
         text = (f"exported {self.case} to {self.dataset}: {positives} positive, "
                 f"{self.counts.get('rejected', 0)} rejected, {self.counts.get('pending', 0)} pending")
         if self.replaced:
-            text += f"; replaced {', '.join(self.replaced)}"
+            text += f"; replaced {', '.join(self.replaced)} (the same image's earlier case)"
         if self.identifying_fields_removed:
             text += f"; left out {len(self.identifying_fields_removed)} identifying DICOM fields"
         return text
+
+
+#: class names nnU-Net gives a meaning of its own: 'background' is 0 and 'ignore' marks voxels left out
+#: of training, which must have the highest value; a lesion class cannot take either name (values are
+#: fixed once given, so 'ignore' could not stay the highest when the next class comes)
+_RESERVED_CLASSES = {"background": "means 'no lesion'",
+                     "ignore": "is nnU-Net's name for voxels left out of training, not a lesion class"}
 
 
 def _class_values(manifest: dict, findings: Findings) -> dict[str, int]:
@@ -58,10 +65,20 @@ def _class_values(manifest: dict, findings: Findings) -> dict[str, int]:
     classes = dict(manifest.get("classes") or {})
     for finding in sorted(findings, key=lambda f: f.id):
         if finding.status.is_positive and finding.label not in classes:
-            if finding.label.lower() == "background":
-                raise MedcadError(f"finding {finding.id} has the class 'background', which means 'no lesion'")
+            reserved = _RESERVED_CLASSES.get(finding.label.strip().lower())
+            if reserved:
+                raise MedcadError(f"finding {finding.id} has the class {finding.label!r}, which {reserved}; "
+                                  "give it another class name")
             classes[finding.label] = len(classes) + 1
     return classes
+
+
+def _check_measurements(findings: Findings) -> None:
+    """NaN, infinite or negative sizes would go into the tables and make the JSON invalid."""
+    for finding in findings:
+        problem = measurement_problem(finding)
+        if problem:
+            raise MedcadError(f"finding {finding.id} has {problem}; correct it before exporting")
 
 
 def _check_layout(manifest: dict, image: MedicalImage, channels: dict[str, str]) -> None:
@@ -99,10 +116,14 @@ def export_case(image: MedicalImage, findings: Findings, out_dir: str | os.PathL
     """
     if pending not in PENDING_POLICIES:
         raise MedcadError(f"unknown pending policy {pending!r} (use {' or '.join(PENDING_POLICIES)})")
+    if case_name is not None:
+        provenance.check_case_name(case_name)  # before anything is created
+    _check_measurements(findings)
     signature = image_signature or image.content_signature()
     if findings.image_signature and findings.image_signature != signature:
         raise MedcadError("these findings belong to a different image (content signatures differ)")
     root = _prepare_root(out_dir)
+    check_dataset_folder(root)  # before the lock file and the recovery touch someone else's folder
     with dataset_lock(root):
         recovered = recover(root)
         report(progress, 0, _STEPS, "reading the dataset")
@@ -111,7 +132,8 @@ def export_case(image: MedicalImage, findings: Findings, out_dir: str | os.PathL
         _check_layout(manifest, image, channels)
         header = read_source_header(source_path)
         report(progress, 1, _STEPS, "checking the source header")
-        case, replaced = provenance.choose_case_name(manifest, signature, case_name)
+        case, replaced = provenance.choose_case_name(manifest, signature, case_name,
+                                                     usable=lambda name: case_name_leak(name, header) is None)
         classes = _class_values(manifest, findings)
 
         transaction = Transaction(root)
@@ -119,14 +141,31 @@ def export_case(image: MedicalImage, findings: Findings, out_dir: str | os.PathL
             result = _stage(transaction, root, manifest, image, findings, labels, case, replaced, classes,
                             channels, header, signature, pending, progress)
             report(progress, _STEPS - 1, _STEPS, "checking for identifying values")
-            check_no_identifiers(transaction.staged_files(), header, case)
+            check_no_identifiers(transaction.staged_files(), header, case, typed_text=_typed_text(findings))
             report(progress, _STEPS, _STEPS, "moving files into place")  # last chance to cancel
         except BaseException:
             transaction.abort()
             raise
-        transaction.commit()
+        transaction.commit(order=_commit_order)
     result.recovered = recovered
     return result
+
+
+def _typed_text(findings: Findings) -> dict[str, str]:
+    """Text a person (or a model) chose for this case's findings and the export copies: class names."""
+    return {f"the class name of finding {f.id}": f.label for f in findings}
+
+
+def _commit_order(relative: str) -> int:
+    """The order of the renames.  First the case's own files, which no table lists yet; then
+    dataset.json, whose ``dataset`` list is the moment nnU-Net sees the new case list (every
+    file of every listed case exists before and after it); then the LUNA16 tables and COCO;
+    the manifest last.  Files of replaced cases are deleted after all of them."""
+    if "/" in relative:
+        return 0
+    if relative == nnunet.DATASET_JSON:
+        return 1
+    return 3 if relative == MANIFEST_NAME else 2
 
 
 def _stage(transaction: Transaction, root: Path, manifest: dict, image: MedicalImage, findings: Findings,
@@ -151,15 +190,15 @@ def _stage(transaction: Transaction, root: Path, manifest: dict, image: MedicalI
         mapping = coco.write_png(image, transaction.path(files[-1]))
         class_of_finding = {f.id: classes[f.label] for f in findings if f.status.is_positive}
         data = coco.merged(coco.load(root / coco.COCO_NAME), case, drop, image, case_labels.instances,
-                           class_of_finding, classes, mapping)
-        transaction.path(coco.COCO_NAME).write_text(json.dumps(data), encoding="utf-8")
+                           case_labels.instance_of, class_of_finding, classes, mapping)
+        transaction.path(coco.COCO_NAME).write_text(_json(data), encoding="utf-8")
     elif (root / coco.COCO_NAME).is_file() and replaced:
         data = coco.load(root / coco.COCO_NAME)
         kept = [im for im in data["images"] if im.get("medcad_case") not in drop]
         if len(kept) != len(data["images"]):
             ids = {im["id"] for im in kept}
             data.update(images=kept, annotations=[a for a in data["annotations"] if a["image_id"] in ids])
-            transaction.path(coco.COCO_NAME).write_text(json.dumps(data), encoding="utf-8")
+            transaction.path(coco.COCO_NAME).write_text(_json(data), encoding="utf-8")
 
     report(progress, 6, _STEPS, "writing the LUNA16 tables")
     ndim = image.ndim
@@ -178,12 +217,19 @@ def _stage(transaction: Transaction, root: Path, manifest: dict, image: MedicalI
         manifest["cases"].pop(old, None)
     manifest["cases"][case] = _case_entry(image, findings, case_labels, header, signature, pending, files)
     manifest.update(classes=classes, channel_names=channels, ndim=image.ndim)
-    transaction.path("dataset.json").write_text(json.dumps(
-        nnunet.dataset_json(classes, channels, len(manifest["cases"])), indent=2), encoding="utf-8")
-    transaction.path(MANIFEST_NAME).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    training = {name: entry.get("files", []) for name, entry in manifest["cases"].items()}
+    transaction.path(nnunet.DATASET_JSON).write_text(_json(nnunet.dataset_json(classes, channels, training),
+                                                           indent=2), encoding="utf-8")
+    transaction.path(MANIFEST_NAME).write_text(_json(manifest, indent=1), encoding="utf-8")
     return ExportResult(dataset=root, case=case, replaced=[r for r in replaced if r != case], files=files,
                         counts=provenance.status_counts(findings),
                         identifying_fields_removed=sorted(header.present))
+
+
+def _json(data: Any, indent: int | None = None) -> str:
+    """JSON that every reader accepts: a NaN or infinity that slipped past the checks is a bug, not
+    a value to write (Python would write the non-standard NaN / Infinity)."""
+    return json.dumps(data, indent=indent, allow_nan=False)
 
 
 def _case_entry(image: MedicalImage, findings: Findings, case_labels, header, signature: str, pending: str,

@@ -79,8 +79,10 @@ def load(path: Path) -> dict:
 
 
 def merged(existing: dict, case: str, drop_cases: set[str], image: MedicalImage, instances: np.ndarray,
-           class_of_finding: dict[int, int], class_values: dict[str, int], mapping: dict | None) -> dict:
-    """``existing`` without the entries of ``drop_cases``, plus this case's image and masks."""
+           instance_of: dict[int, int], class_of_finding: dict[int, int], class_values: dict[str, int],
+           mapping: dict | None) -> dict:
+    """``existing`` without the entries of ``drop_cases``, plus this case's image and masks
+    (finding ``f``'s voxels are where ``instances == instance_of[f]``)."""
     dropped_ids = {im["id"] for im in existing["images"] if im.get("medcad_case") in drop_cases}
     images = [im for im in existing["images"] if im["id"] not in dropped_ids]
     annotations = [a for a in existing["annotations"] if a["image_id"] not in dropped_ids]
@@ -93,7 +95,7 @@ def merged(existing: dict, case: str, drop_cases: set[str], image: MedicalImage,
         entry["medcad_intensity_mapping"] = mapping
     images.append(entry)
     for finding_id, class_value in sorted(class_of_finding.items()):
-        mask = instances == finding_id
+        mask = instances == instance_of[finding_id]
         if not mask.any():
             continue
         annotations.append({

@@ -10,8 +10,16 @@ file is the commit point:
 * killed after it exists (during the renames): the next export *rolls forward*, finishing the
   plan's renames and deletions, so the dataset ends up exactly as the export intended.
 
-Each rename is atomic (same folder tree, same file system).  A lock file serialises exports
-into one dataset, so a staging folder found while holding the lock is never a live one.
+Each rename is atomic (same folder tree, same file system), but a reader that looks between
+two renames sees some files new and some old.  The plan orders the renames so that this
+mixture stays usable (see ``case._commit_order``): files are added before the lists naming
+them and deleted after the lists stop naming them, so nnU-Net, which reads the case list in
+dataset.json, never misses a file; the LUNA16 tables, coco.json and medcad_export.json may
+each be a step behind until the next export rolls the plan forward.  A staging folder holding
+a plan.json means such a commit is unfinished.
+
+A lock file serialises exports into one dataset, so a staging folder found while holding the
+lock is never a live one.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import shutil
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from ..atomic import write_text
 from ..errors import MedcadError
@@ -47,6 +55,21 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(handle)
     finally:
         os.close(handle)
+
+
+def check_dataset_folder(root: Path) -> None:
+    """Refuse a folder holding anything but a dataset: an export replaces and deletes files.
+
+    Ours are a folder with a manifest, an empty one (hidden files aside), and one whose first
+    export was killed after its commit point (a plan, and some files, but no manifest yet).
+    Called before locking, so a refused folder is left exactly as it was.
+    """
+    if (root / MANIFEST_NAME).is_file() or any(root.glob(f"{STAGING_PREFIX}*/{PLAN_NAME}")):
+        return
+    visible = sorted(p.name for p in root.iterdir() if not p.name.startswith("."))
+    if visible:
+        raise MedcadError(f"this folder is not a napari-medcad dataset (it holds {', '.join(visible[:3])}"
+                          f"{'...' if len(visible) > 3 else ''}); choose an empty or new folder", root)
 
 
 @contextmanager
@@ -104,16 +127,21 @@ class Transaction:
     def abort(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
 
-    def commit(self, last: tuple[str, ...] = (MANIFEST_NAME,)) -> None:
+    def commit(self, order: Callable[[str], int] | None = None) -> None:
         """Flush the staged files, write the plan (the commit point), then apply it.
 
-        Files named in ``last`` move after all others, so a reader that looks between two
-        renames sees the old manifest next to new data rather than the reverse.
+        The files move in the order of ``order(relative)`` (by default the manifest last, so a
+        reader between two renames sees the old manifest next to new data rather than the
+        reverse).  Deletions follow the moves, except that of a file a move replaces under
+        another letter case (on macOS and Windows the same file: deleting it afterwards would
+        delete the new one).
         """
         for path in self.staged_files():
             _fsync_file(path)
-        ordered = [m for m in self.moves if m not in last] + [m for m in self.moves if m in last]
-        plan = {"moves": ordered, "deletes": self.deletes}
+        ordered = sorted(self.moves, key=order or (lambda relative: relative == MANIFEST_NAME))
+        replaced = {m.lower() for m in self.moves}
+        plan = {"deletes": [d for d in self.deletes if d.lower() in replaced], "moves": ordered,
+                "deletes_after": [d for d in self.deletes if d.lower() not in replaced]}
         write_text(self.staging / PLAN_NAME, json.dumps(plan, indent=1), durable=True)
         _apply_plan(self.root, self.staging)
 
@@ -126,14 +154,19 @@ def _move(source: Path, target: Path) -> None:
 def _apply_plan(root: Path, staging: Path) -> None:
     """Carry out a committed plan; safe to repeat after a kill at any point (roll forward)."""
     plan = json.loads((staging / PLAN_NAME).read_text(encoding="utf-8"))
-    for relative in plan["deletes"]:
-        (root / _check_relative(relative)).unlink(missing_ok=True)
     touched = set()
+    for relative in plan["deletes"]:  # plans of earlier versions delete everything here
+        (root / _check_relative(relative)).unlink(missing_ok=True)
     for relative in plan["moves"]:
         source = staging / "files" / _check_relative(relative)
         if source.exists():  # absent: already moved before an earlier run was killed
             _move(source, root / relative)
             touched.add((root / relative).parent)
+    for relative in plan.get("deletes_after", []):
+        target = root / _check_relative(relative)
+        if target.exists():
+            target.unlink()
+            touched.add(target.parent)
     for folder in touched:
         _fsync_dir(folder)
     (staging / PLAN_NAME).unlink()  # the plan goes last: until then a rerun finishes the job

@@ -6,6 +6,10 @@ when it has one there (value ``mask_value``, or its id for model findings, as `p
 writes it); otherwise (a point the reader added, or a finding moved away from its mask) they
 are a ball of the finding's diameter in world millimetres, so anisotropic and oblique grids
 give a round lesion in the patient, not in the voxel grid.
+
+The instance map numbers the positive findings 1, 2, ... itself (``CaseLabels.instance_of``)
+rather than using their ids: ids come from CSV files, where 0-based numbering is common, and
+0 is background.
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ from ..image import Geometry, MedicalImage
 
 @dataclass
 class CaseLabels:
-    """Instance map (finding id per voxel, positives only), class map, and how each was drawn."""
+    """Instance map (positives only: ``instance_of[finding id]`` per voxel, 0 elsewhere), class
+    map, and how each finding was drawn."""
 
     instances: np.ndarray
     classes: np.ndarray
-    drawn: dict[int, str] = field(default_factory=dict)  # finding id -> "mask" | "ball" | "outside image"
+    instance_of: dict[int, int] = field(default_factory=dict)  # finding id -> its value in ``instances``
+    drawn: dict[int, str] = field(default_factory=dict)  # finding id -> "mask" | "ball"
     unmatched_label_values: int = 0  # components of the input label map that belong to no finding
 
 
@@ -86,62 +92,75 @@ def _mask_fits(finding: Finding, box, centre_index: np.ndarray) -> bool:
 
 def build_case_labels(image: MedicalImage, findings: Findings, labels: MedicalImage | None,
                       class_values: dict[str, int]) -> CaseLabels:
-    """Instance and class maps on the image's grid (see the module docstring for the rules)."""
-    from scipy import ndimage
+    """Instance and class maps on the image's grid (see the module docstring for the rules).
 
+    A positive finding of which no voxel lies in the image is refused: its row in
+    annotations.csv would name a lesion the image does not show (most often the table belongs
+    to another image, or holds voxel instead of world coordinates).
+    """
     shape = image.spatial_shape
     geometry = image.geometry
     positives = [f for f in findings if f.status.is_positive]
-    max_id = max((f.id for f in positives), default=0)
-    instance_dtype = np.uint16 if max_id < 2**16 else np.uint32
+    instance_of = {finding.id: number for number, finding in enumerate(positives, start=1)}
+    instance_dtype = np.uint16 if len(positives) < 2**16 else np.uint32
     instances = np.zeros(shape, dtype=instance_dtype)
-    result = CaseLabels(instances=instances, classes=np.zeros(shape, dtype=np.uint8))
-
-    boxes: list = []
+    result = CaseLabels(instances=instances, classes=np.zeros(shape, dtype=np.uint8), instance_of=instance_of)
     if labels is not None:
-        if labels.spatial_shape != shape or not _same_grid(labels.geometry, geometry):
-            raise MedcadError("the findings' label map does not lie on the image's grid (size, spacing, origin or "
-                              "direction differ)")
-        label_array = np.asarray(labels.array)
-        if label_array.dtype.kind not in "ui" or (label_array.size and label_array.min() < 0):
-            raise MedcadError("the findings' label map must hold non-negative whole numbers")
-        label_array = label_array.astype(np.int64, copy=False) if label_array.dtype.kind == "i" else label_array
-        boxes = ndimage.find_objects(label_array) if label_array.size else []
-        lookup = np.zeros(len(boxes) + 1, dtype=instance_dtype)
-        claimed = set()
-        for finding in findings:
-            value = _mask_value(finding)
-            if value is not None and 0 < value <= len(boxes) and boxes[value - 1] is not None:
-                claimed.add(value)
-        for finding in positives:
-            value = _mask_value(finding)
-            if value is None or not (0 < value <= len(boxes)) or boxes[value - 1] is None:
-                continue
-            centre_index = geometry.world_to_index(centre_on_grid(finding, image.ndim))
-            if _mask_fits(finding, boxes[value - 1], centre_index):
-                lookup[value] = finding.id
-                result.drawn[finding.id] = "mask"
-        result.unmatched_label_values = sum(1 for v, box in enumerate(boxes, 1) if box is not None and v not in claimed)
-        if lookup.any():
-            np.take(lookup, label_array, out=instances)
+        _take_masks(image, findings, labels, result)
 
     for finding in positives:
         if finding.id in result.drawn:
             continue
         drawn = ball(geometry, shape, centre_on_grid(finding, image.ndim), finding.diameter_mm)
         if drawn is None:
-            result.drawn[finding.id] = "outside image"
-            continue
+            centre = ", ".join(f"{v:g}" for v in finding.centre_world_mm)
+            raise MedcadError(f"finding {finding.id} ({finding.status.value}) lies outside the image (centre "
+                              f"{centre} mm, world LPS); reject it, or check that the findings belong to this "
+                              "image and give world coordinates")
         box, mask = drawn
-        instances[box][mask] = finding.id
+        instances[box][mask] = instance_of[finding.id]
         result.drawn[finding.id] = "ball"
 
     class_dtype = np.uint8 if max(class_values.values(), default=0) < 256 else np.uint16
-    class_of_id = np.zeros(max_id + 1, dtype=class_dtype)
+    class_of_instance = np.zeros(len(positives) + 1, dtype=class_dtype)
     for finding in positives:
-        class_of_id[finding.id] = class_values[finding.label]
-    result.classes = class_of_id[instances]
+        class_of_instance[instance_of[finding.id]] = class_values[finding.label]
+    result.classes = class_of_instance[instances]
     return result
+
+
+def _take_masks(image: MedicalImage, findings: Findings, labels: MedicalImage, result: CaseLabels) -> None:
+    """Copy the components of the findings' label map that belong to positive findings into
+    ``result.instances`` (value ``mask_value``, or the id of a model finding)."""
+    from scipy import ndimage
+
+    geometry = image.geometry
+    if labels.spatial_shape != image.spatial_shape or not _same_grid(labels.geometry, geometry):
+        raise MedcadError("the findings' label map does not lie on the image's grid (size, spacing, origin or "
+                          "direction differ)")
+    label_array = np.asarray(labels.array)
+    if label_array.dtype.kind not in "ui" or (label_array.size and label_array.min() < 0):
+        raise MedcadError("the findings' label map must hold non-negative whole numbers")
+    label_array = label_array.astype(np.int64, copy=False) if label_array.dtype.kind == "i" else label_array
+    boxes = ndimage.find_objects(label_array) if label_array.size else []
+
+    def component(finding: Finding):
+        value = _mask_value(finding)
+        return value if value is not None and 0 < value <= len(boxes) and boxes[value - 1] is not None else None
+
+    claimed = {component(f) for f in findings} - {None}
+    lookup = np.zeros(len(boxes) + 1, dtype=result.instances.dtype)
+    for finding in findings:
+        value = component(finding)
+        if value is None or finding.id not in result.instance_of:
+            continue
+        centre_index = geometry.world_to_index(centre_on_grid(finding, image.ndim))
+        if _mask_fits(finding, boxes[value - 1], centre_index):
+            lookup[value] = result.instance_of[finding.id]
+            result.drawn[finding.id] = "mask"
+    result.unmatched_label_values = sum(1 for v, box in enumerate(boxes, 1) if box is not None and v not in claimed)
+    if lookup.any():
+        np.take(lookup, label_array, out=result.instances)
 
 
 def _same_grid(a: Geometry, b: Geometry) -> bool:

@@ -16,6 +16,7 @@ from ..image import MedicalImage
 from ..io import write_image
 
 FILE_ENDING = ".nii.gz"
+DATASET_JSON = "dataset.json"
 
 
 def channel_names(image: MedicalImage) -> dict[str, str]:
@@ -54,19 +55,37 @@ def write_labels(classes: np.ndarray, image: MedicalImage, target: Path) -> None
     write_image(MedicalImage(classes, image.geometry, modality="SEG"), target)
 
 
-def dataset_json(class_values: dict[str, int], channels: dict[str, str], num_training: int) -> dict:
-    """The fields nnU-Net v2 requires (labels must be consecutive from background 0)."""
+def dataset_json(class_values: dict[str, int], channels: dict[str, str], training: dict[str, list[str]]) -> dict:
+    """The fields nnU-Net v2 requires (labels must be consecutive from background 0), and the
+    list of training cases (``training``: case -> its files, relative to the dataset).
+
+    With the ``dataset`` list nnU-Net reads the cases listed there instead of every file in
+    imagesTr, so a new case's files can be moved in before dataset.json and the old ones
+    deleted after it: nnU-Net never sees a case without its files, even when an export is
+    killed between two renames.
+    """
     labels = {"background": 0}
     for name, value in sorted(class_values.items(), key=lambda item: item[1]):
         labels[name] = value
     if sorted(labels.values()) != list(range(len(labels))):
         raise MedcadError("the dataset's class values are not consecutive; its medcad_export.json was edited by hand")
+    cases = {case: _training_entry(case, files) for case, files in sorted(training.items())}
     return {
         "name": "napari-medcad export",
         "description": "Cases reviewed in napari-medcad; see medcad_export.json for provenance.",
         "channel_names": channels,
         "labels": labels,
-        "numTraining": int(num_training),
+        "numTraining": len(cases),
         "file_ending": FILE_ENDING,
         "overwrite_image_reader_writer": "SimpleITKIO",
+        "dataset": cases,
     }
+
+
+def _training_entry(case: str, files: list[str]) -> dict:
+    """nnU-Net's ``dataset`` entry of one case: its channel files in order and its label file."""
+    images = sorted(f for f in files if f.startswith("imagesTr/"))
+    if not images or label_path(case) not in files:
+        raise MedcadError(f"the dataset's medcad_export.json lists no image or label file for case {case!r}; "
+                          "it was edited by hand")
+    return {"images": images, "label": label_path(case)}

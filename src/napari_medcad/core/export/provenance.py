@@ -10,16 +10,17 @@ fixed vocabulary and our own names go in: no paths, no notes, no header text.
 from __future__ import annotations
 
 import json
+import math
 import platform
 import re
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import MedcadError
 from ..findings import Findings, Status
-from .dataset import MANIFEST_NAME
+from .dataset import MANIFEST_NAME, check_dataset_folder
 
 FORMAT = "napari-medcad export"
 VERSION = 1
@@ -46,10 +47,7 @@ def load_manifest(root: Path) -> dict[str, Any]:
     """The dataset's manifest; a folder with other content and no manifest is refused."""
     path = root / MANIFEST_NAME
     if not path.is_file():
-        visible = [p.name for p in root.iterdir() if not p.name.startswith(".")]
-        if visible:
-            raise MedcadError(f"this folder is not a napari-medcad dataset (it holds {', '.join(sorted(visible)[:3])}"
-                              f"{'...' if len(visible) > 3 else ''}); choose an empty or new folder", root)
+        check_dataset_folder(root)
         return {"format": FORMAT, "version": VERSION, "classes": {}, "channel_names": None, "ndim": None,
                 "next_case_number": 1, "cases": {}}
     try:
@@ -72,35 +70,51 @@ def check_case_name(name: str) -> str:
     return cleaned
 
 
-def choose_case_name(manifest: dict, signature: str, requested: str | None) -> tuple[str, list[str]]:
-    """``(case, replaced)``: the case to write and the existing cases it replaces.
+def choose_case_name(manifest: dict, signature: str, requested: str | None,
+                     usable: Callable[[str], bool] = lambda name: True) -> tuple[str, list[str]]:
+    """``(case, replaced)``: the case to write and the existing cases of this image it replaces.
 
-    The same image (content signature) always replaces its earlier case; without a requested
-    name it keeps that case's pseudonym, else a new ``case_NNNN`` is taken from the counter.
+    A case belongs to the image whose content signature it records.  The same image always
+    replaces its earlier case (exporting again after more review must not add it twice); a
+    name held by another image is refused, since replacing it would delete another patient's
+    case.  Names are compared ignoring letter case: on macOS and Windows case_0001 and
+    CASE_0001 are the same files.  Without a requested name the image keeps its pseudonym, or
+    takes the next ``case_NNNN`` that ``usable`` accepts (one that spells nothing of the patient).
     """
     cases = manifest["cases"]
-    same_image = [name for name, entry in cases.items() if entry.get("image_signature") == signature]
+    same_image = sorted(name for name, entry in cases.items() if entry.get("image_signature") == signature)
     if requested is not None:
         case = check_case_name(requested)
-        clash = [name for name in cases if name.lower() == case.lower() and name != case]
-        replaced = sorted(set(same_image) | ({case} if case in cases else set()) | set(clash))
-        return case, replaced
-    if same_image:
-        return same_image[0], sorted(same_image)
+        _refuse_other_image(cases, case, same_image)
+        return case, same_image
+    own = [name for name in same_image if usable(name)]
+    if own:
+        return own[0], same_image
     number = int(manifest.get("next_case_number", 1))
     taken = {name.lower() for name in cases}
-    while f"case_{number:04d}" in taken:
+    while f"case_{number:04d}" in taken or not usable(f"case_{number:04d}"):
         number += 1
     manifest["next_case_number"] = number + 1
-    return f"case_{number:04d}", []
+    return f"case_{number:04d}", same_image
+
+
+def _refuse_other_image(cases: dict, case: str, same_image: list[str]) -> None:
+    """Refuse ``case`` when a case of that name (in any letter case) holds another image."""
+    holder = next((name for name in cases if name.lower() == case.lower() and name not in same_image), None)
+    if holder is not None:
+        other = str(cases[holder].get("image_signature") or "not recorded")
+        raise MedcadError(f"the dataset's case {holder!r} holds a different image (content signature {other[:12]}...); "
+                          "choose another case name, or leave the name out to get a new pseudonym")
 
 
 def _plain(value: Any) -> Any:
     """Numbers, booleans and short identifiers only; anything that could be a path is dropped."""
     if isinstance(value, bool) or value is None:
         return value
-    if isinstance(value, (int, float)):
-        return round(value, 6) if isinstance(value, float) else value
+    if isinstance(value, float):
+        return round(value, 6) if math.isfinite(value) else None  # NaN is not JSON
+    if isinstance(value, int):
+        return value
     if isinstance(value, str):
         return value if len(value) <= 80 and "/" not in value and "\\" not in value else None
     if isinstance(value, dict):
