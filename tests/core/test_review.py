@@ -208,3 +208,9 @@ def test_a_note_is_not_a_decision(session):
     assert session.decisions()[1]["action"] == "label"
     reviewed = load_review(session.path, "sig-A")
     assert reviewed.provenance["review"]["decisions"]["1"]["action"] == "label"
+
+
+def test_a_reviews_folder_the_session_makes_is_private(tmp_path):
+    session = ReviewSession.start(model_findings(), "sig-A", tmp_path / "reviews" / "review.json")
+    session.accept(1)
+    assert (tmp_path / "reviews").stat().st_mode & 0o077 == 0  # readers' notes may name a patient

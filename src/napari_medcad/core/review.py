@@ -232,7 +232,8 @@ class ReviewSession:
                         ', "history": [', ",\n".join(self._encoded_history), "]",
                         ', "redo": ', json.dumps([a.to_dict() for a in self.redo_stack]), "}\n"])
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # a folder this makes is the user's own: reviews hold readers' notes, which may name a patient
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             return write_text(self.path, text, durable=True)
         except OSError as err:
             raise MedcadError(f"could not save the review ({err.strerror or err})", self.path) from None
