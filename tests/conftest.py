@@ -85,3 +85,20 @@ def run_cli():
 def cli_info():
     """``cli_info(path)``: the parsed JSON of `napari-medcad info PATH` (asserts success)."""
     return _cli_info
+
+
+@pytest.fixture
+def not_utf8_path():
+    """``make(folder, name)``: ``folder / name`` for a name (bytes) that is not valid UTF-8, as
+    old exports and zip files leave; skips the test where the file system refuses such names."""
+
+    def make(folder: Path, name: bytes) -> Path:
+        path = os.fsencode(folder) + b"/" + name
+        try:
+            open(path, "wb").close()
+            os.remove(path)
+        except OSError:
+            pytest.skip("this file system refuses names that are not UTF-8")
+        return Path(os.fsdecode(path))
+
+    return make

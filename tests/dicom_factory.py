@@ -78,6 +78,68 @@ def write_series(
     return files
 
 
+def write_raw_series(
+    template: str | os.PathLike,
+    folder: str | os.PathLike,
+    stored: np.ndarray,
+    positions: Sequence[Sequence[float]],
+    *,
+    orientation: Sequence[float] | Sequence[Sequence[float]] = (1, 0, 0, 0, 1, 0),
+    pixel_spacing: tuple[float, float] = (0.7, 0.9),
+    rescale: Sequence[tuple[float, float]] | tuple[float, float] = (1.0, -1024.0),
+    series_uid: str | None = None,
+    bare: bool = False,
+    names: Sequence[str] | None = None,
+) -> list[Path]:
+    """A one-file-per-slice series written with pydicom from a template file, tag by tag.
+
+    Unlike :func:`write_series`, everything a test may want to make odd is set per slice:
+    ``stored[k]`` are the stored values of slice k (their dtype gives the pixel representation),
+    ``positions[k]`` its ImagePositionPatient, and ``orientation`` and ``rescale`` (slope,
+    intercept) either one for all slices or one per slice.  ``bare=True`` writes each data set
+    without preamble and file meta (as old exports do), under names without extension.
+    """
+    import pydicom
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    count = len(positions)
+    orientations = [orientation] * count if np.ndim(orientation) == 1 else list(orientation)
+    rescales = [rescale] * count if np.ndim(rescale) == 1 else list(rescale)
+    series_uid = series_uid or f"{UID_ROOT}.7.{zlib.crc32(folder.name.encode())}"
+    base = pydicom.dcmread(template)
+    files = []
+    for k in range(count):
+        ds = base.copy()
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if bare else ExplicitVRLittleEndian
+        ds.SeriesInstanceUID = series_uid
+        ds.SOPInstanceUID = f"{series_uid}.{k + 1}"
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.InstanceNumber = k + 1
+        ds.Rows, ds.Columns = stored.shape[1:]
+        ds.PixelSpacing = [f"{v:.6g}" for v in pixel_spacing]
+        ds.ImageOrientationPatient = [f"{v:.10f}" for v in orientations[k]]  # DS: at most 16 characters
+        ds.ImagePositionPatient = [f"{v:.6f}" for v in positions[k]]
+        ds.RescaleSlope, ds.RescaleIntercept = (f"{v:.6g}" for v in rescales[k])
+        ds.BitsAllocated = ds.BitsStored = stored.dtype.itemsize * 8
+        ds.HighBit = ds.BitsStored - 1
+        ds.PixelRepresentation = int(np.issubdtype(stored.dtype, np.signedinteger))
+        ds.PixelData = np.ascontiguousarray(stored[k]).astype(stored.dtype.newbyteorder("<")).tobytes()
+        for keyword in ("SliceLocation", "WindowCenter", "WindowWidth"):
+            if keyword in ds:
+                delattr(ds, keyword)
+        path = folder / (names[k] if names is not None else (f"IM{k:04d}" if bare else f"slice{k:03d}.dcm"))
+        if bare:
+            del ds.file_meta
+            ds.preamble = None
+            pydicom.dcmwrite(path, ds, implicit_vr=True, little_endian=True)
+        else:
+            ds.save_as(path, enforce_file_format=True)
+        files.append(path)
+    return files
+
+
 def shuffle_names(files: Sequence[Path], seed: int = 0, prefix: str = "IM") -> list[Path]:
     """Rename files to random, order-free names (no extension): readers must sort by position."""
     rng = random.Random(seed)
@@ -99,18 +161,24 @@ def enhanced_from_emri(
     step_mm: float = 2.5,
     pixel_spacing: tuple[float, float] = (0.9, 0.8),
     order: Sequence[int] | None = None,
+    frames: int | None = None,
 ) -> Path:
     """An enhanced MR multi-frame file with full functional groups, from pydicom's emri_small.
 
     emri_small.dcm ships without any geometry; this adds shared Pixel Measures and Plane
     Orientation and a per-frame Plane Position: frame f lies at ``origin + order[f] * step *
     normal``, so ``order`` lets a test store the frames ascending, descending or shuffled.
+    ``frames`` keeps only the first frames (an enhanced file of a single frame is common).
     """
     import pydicom
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence as DicomSequence
 
     ds = pydicom.dcmread(source)
+    if frames is not None:
+        frame_bytes = len(ds.PixelData) // int(ds.NumberOfFrames)
+        ds.PixelData = ds.PixelData[: frames * frame_bytes]
+        ds.NumberOfFrames = frames
     n_frames = int(ds.NumberOfFrames)
     order = list(range(n_frames)) if order is None else list(order)
     iop = np.asarray(orientation, dtype=float)

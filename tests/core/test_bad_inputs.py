@@ -212,6 +212,27 @@ def dicom_undecodable_compression(d, dcm):
     return Path(shutil.copy(dcm("JPEG-lossy.dcm"), d / "jpeg12.dcm"))
 
 
+def dicom_12_bit_jpeg_series(d, dcm):
+    """A series of the file above: GDCM's complaints were ignored for a series and garbage read."""
+    dicom_undecodable_compression(d, dcm)
+    folder = d / "series"
+    folder.mkdir()
+    for k in range(3):
+        ds = pydicom.dcmread(dcm("JPEG-lossy.dcm"))
+        ds.SOPInstanceUID = f"1.2.3.12.{k}"
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [0, 0, 2.0 * k]
+        ds.save_as(folder / f"s{k}.dcm")
+    return folder
+
+
+def dicom_sheared_orientation(d, dcm):
+    ds = pydicom.dcmread(dcm("CT_small.dcm"))
+    ds.ImageOrientationPatient = [1, 0, 0, 0.2, 0.98, 0]  # row and column 78.5 degrees apart
+    ds.save_as(d / "sheared.dcm")
+    return d / "sheared.dcm"
+
+
 def dicom_absurd_size(d, dcm):
     ds = pydicom.dcmread(dcm("CT_small.dcm"))
     ds.Rows, ds.Columns, ds.NumberOfFrames = 65535, 65535, 100000
@@ -273,6 +294,17 @@ def nrrd_gigabyte_claim_tiny_file(d, dcm):
     path.write_text("NRRD0004\ntype: short\ndimension: 3\nsizes: 1000 1000 500\n"
                     "encoding: raw\nendian: little\n\n" + "x" * 100)
     return path
+
+
+def nifti_with_a_zero_size_dimension(d, dcm):
+    # ITK reads dim[2] = 0 as 1 and fills the image with whatever follows the header
+    full = _write(_volume((4, 8, 8)), d / "small.nii")
+    data = bytearray(full.read_bytes())
+    data[44:46] = np.array([0], dtype="<i2").tobytes()  # dim[2]
+    target = d / "no_rows.nii"
+    target.write_bytes(bytes(data))
+    full.unlink()
+    return target
 
 
 def nii_gz_gigabyte_claim_tiny_file(d, dcm):
@@ -386,6 +418,9 @@ CASES = {
     "DICOM malformed header value": (dicom_malformed_value, ["corrupt dicom header"]),
     "DICOM undecodable compression": (dicom_undecodable_compression, ["cannot decode"]),
     "DICOM absurd size": (dicom_absurd_size, ["memory"]),
+    "DICOM series of 12-bit JPEG": (dicom_12_bit_jpeg_series, ["cannot decode"]),
+    "DICOM orientation far from orthogonal": (dicom_sheared_orientation, ["not 90"]),
+    "NIfTI with a dimension of size 0": (nifti_with_a_zero_size_dimension, ["no voxels"]),
     "DICOM multi-frame with repeated positions": (dicom_multiframe_repeated_positions, ["share a slice position"]),
     "DICOM series with a repeated slice": (dicom_series_with_repeated_slice, ["share a slice position"]),
     "DICOM series with a truncated slice": (dicom_series_with_truncated_slice, ["truncated", "corrupt"]),
@@ -503,3 +538,27 @@ def test_reading_leaves_nothing_on_stderr(tmp_path, capfd):
             read_images(builder(sub, None))
     captured = capfd.readouterr()
     assert captured.err == "" and captured.out == ""
+
+
+# ------------------------------------------------------------------------------------------
+# names that are not valid UTF-8: SimpleITK aborted the process (exit 134) or raised TypeError
+
+
+def test_names_that_are_not_utf8_on_the_command_line(not_utf8_path, tmp_path, run_cli, pydicom_file):
+    good = _write(_volume(), tmp_path / "good.nii.gz", compress=True).rename(not_utf8_path(tmp_path, b"\xe9t\xe9.nii.gz"))
+    result = run_cli("info", str(good))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+    folder = not_utf8_path(tmp_path, b"s\xe9rie")
+    write_series(_volume((4, 16, 16)), tmp_path / "series", description="series")  # SimpleITK writes UTF-8 names
+    (tmp_path / "series").rename(folder)
+    result = run_cli("info", str(folder))
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+
+    for bad in (_text(not_utf8_path(tmp_path, b"\xe9_note.nii.gz")),
+                dicom_undecodable_compression(tmp_path, pydicom_file).rename(not_utf8_path(tmp_path, b"\xe9.dcm")),
+                _write(_volume(), tmp_path / "v.mhd").rename(not_utf8_path(tmp_path, b"\xe9.mhd"))):
+        result = run_cli("info", str(bad))
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert len(result.stderr.splitlines()) == 1, result.stderr

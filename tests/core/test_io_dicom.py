@@ -12,7 +12,7 @@ import shutil
 import numpy as np
 import pytest
 
-from dicom_factory import enhanced_from_emri, frame_positions, shuffle_names, write_series
+from dicom_factory import enhanced_from_emri, frame_positions, shuffle_names, write_raw_series, write_series
 from napari_medcad.core import MedcadError, image_info, read_image, read_images
 
 sitk = pytest.importorskip("SimpleITK")
@@ -299,3 +299,251 @@ def test_metadata_holds_no_patient_identity(pydicom_file):
         assert field not in text
     info = image_info(pydicom_file("CT_small.dcm"))
     assert "CompressedSamples" not in repr(info)
+
+
+# ------------------------------------------------------------------------------------------
+# series that are not a plain even stack: gaps, varying rescale, orientation noise
+
+
+def _positions_along_z(zs, origin=(-10.0, -20.0)):
+    return [(origin[0], origin[1], float(z)) for z in zs]
+
+
+def _ipp(path):
+    return np.array([float(v) for v in pydicom.dcmread(path, stop_before_pixels=True).ImagePositionPatient])
+
+
+def _hu(path):
+    ds = pydicom.dcmread(path)
+    return ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+
+
+def test_series_with_missing_slices_is_resampled_so_every_slice_is_in_place(real_data, tmp_path):
+    """Slices 5 to 7 of a 5 mm series are missing: read as an even stack with the mean step, every
+    slice after the gap would sit up to 10 mm off.  Each acquired slice must be at its own
+    ImagePositionPatient with its own values, and the gap filled by interpolation."""
+    lung = sitk.ReadImage(str(real_data / "lung1_image.nrrd"))[180:212, 200:232, 0:16]
+    files = write_series(lung, tmp_path, rescale_intercept=-1024.0)
+    step = lung.GetSpacing()[2]
+    for path in files[5:8]:
+        path.unlink()
+    kept = files[:5] + files[8:]
+    image = read_image(tmp_path)
+    assert image.array.shape[0] == 16
+    np.testing.assert_allclose(image.geometry.spacing_xyz[2], step, atol=1e-6)
+    for path in kept:
+        index = image.world_to_index(_ipp(path))
+        np.testing.assert_allclose(index, np.rint(index), atol=1e-6, err_msg=path.name)
+        np.testing.assert_array_equal(image.array[int(round(index[0]))], _hu(path), err_msg=path.name)
+    # a filled slice lies between its neighbours, linearly (two thirds of the way from 4 to 8 for slice 7)
+    expected = _hu(files[4]) / 4 + _hu(files[8]) * 3 / 4
+    np.testing.assert_allclose(image.array[7], expected, atol=0.5)
+    note = image.metadata["slice_spacing_note"]
+    assert "not evenly spaced" in note and "13 slices" in note and f"{4 * step:.4g} mm" in note
+    assert "resampled to 16 slices" in note
+
+
+def test_series_with_an_unreadable_slice_says_so_and_keeps_positions(pydicom_file, tmp_path):
+    stored = (np.arange(6 * 8 * 10).reshape(6, 8, 10) % 50 + 100 * np.arange(6)[:, None, None]).astype(np.int16)
+    files = write_raw_series(pydicom_file("CT_small.dcm"), tmp_path, stored,
+                             _positions_along_z(30 + 2.5 * np.arange(6)))
+    files[3].write_bytes(files[3].read_bytes()[:200])  # damaged inside the file meta
+    image = read_image(tmp_path)
+    for k in (0, 1, 2, 4, 5):
+        np.testing.assert_allclose(image.world_to_index(_ipp(files[k])), [k, 0, 0], atol=1e-6)
+        np.testing.assert_array_equal(image.array[k], stored[k] - 1024)
+    assert "not evenly spaced" in image.metadata["slice_spacing_note"]
+    assert "1 file or series in the folder could not be read" in image.metadata["unreadable_note"]
+
+
+def test_evenly_spaced_series_is_not_resampled(pydicom_file, tmp_path):
+    """Positions written with two decimals (errors up to 0.005 mm) are an even stack: left as GDCM reads it."""
+    stored = np.zeros((5, 8, 10), np.int16) + np.arange(5, dtype=np.int16)[:, None, None]
+    zs = np.round(12.3456 + 0.625 * np.arange(5), 2)
+    write_raw_series(pydicom_file("CT_small.dcm"), tmp_path, stored, _positions_along_z(zs))
+    image = read_image(tmp_path)
+    assert image.array.shape[0] == 5 and "slice_spacing_note" not in image.metadata
+    np.testing.assert_array_equal(image.array, stored - 1024)
+
+
+@pytest.mark.parametrize("rescales,stored_dtype,expected_dtype", [
+    ([(1.0, 0.0)] + [(1.0, -1024.0)] * 3, np.uint16, np.int16),  # the first file alone has no intercept
+    ([(1.0, 0.0)] + [(0.01, 0.0)] * 3, np.int16, np.float32),  # PET-like: the slope varies
+    ([(0.5, -3.0)] * 4, np.int16, np.float32),  # one slope for all, not a whole number
+])
+def test_series_whose_rescale_varies_per_file(pydicom_file, tmp_path, rescales, stored_dtype, expected_dtype):
+    """GDCM takes the pixel type from the first file: -997 came back as 64539, 30.03 as 30."""
+    stored = np.stack([np.full((8, 10), 3000 + k) for k in range(4)]).astype(stored_dtype)
+    if stored_dtype == np.uint16:
+        stored = stored - 2976  # 24, 25, 26, 27: the others become -999...-997 HU
+    files = write_raw_series(pydicom_file("CT_small.dcm"), tmp_path, stored,
+                             _positions_along_z(2.0 * np.arange(4)), rescale=rescales)
+    image = read_image(tmp_path)
+    assert image.array.dtype == expected_dtype
+    for k, path in enumerate(files):
+        slope, intercept = rescales[k]
+        np.testing.assert_allclose(image.array[k], stored[k].astype(float) * slope + intercept, rtol=1e-6)
+        np.testing.assert_allclose(image.array[k], _hu(path), rtol=1e-6)
+
+
+def test_orientation_noise_does_not_split_a_series(pydicom_file, tmp_path):
+    """Per-slice orientations differing by 1e-6 (straddling a rounding boundary) are one series."""
+    a = 0.1235
+    orientations = []
+    for k in range(6):
+        aa = a + (1e-6 if k % 2 else -1e-6)
+        bb = np.sqrt(1 - aa * aa)
+        orientations.append((bb, aa, 0.0, -aa, bb, 0.0))
+    stored = np.zeros((6, 8, 10), np.int16) + np.arange(6, dtype=np.int16)[:, None, None]
+    write_raw_series(pydicom_file("CT_small.dcm"), tmp_path, stored, _positions_along_z(2.5 * np.arange(6)),
+                     orientation=orientations)
+    images = read_images(tmp_path)
+    assert len(images) == 1 and images[0].array.shape == (6, 8, 10)
+    np.testing.assert_array_equal(images[0].array[:, 0, 0], np.arange(6) - 1024)
+
+
+def test_series_of_another_orientation_is_still_split(pydicom_file, tmp_path):
+    stored = np.zeros((4, 8, 10), np.int16)
+    tilted = (np.cos(0.1), np.sin(0.1), 0.0, -np.sin(0.1), np.cos(0.1), 0.0)
+    write_raw_series(pydicom_file("CT_small.dcm"), tmp_path, stored, _positions_along_z(2.5 * np.arange(4)),
+                     orientation=[(1, 0, 0, 0, 1, 0)] * 2 + [tilted] * 2, series_uid="1.2.3.4.5")
+    assert sorted(im.array.shape[0] for im in read_images(tmp_path)) == [2, 2]
+
+
+def test_folder_of_bare_datasets_without_extension_is_read(pydicom_file, tmp_path):
+    """Old exports: no preamble, no file meta, no extension."""
+    from napari_medcad.core.io import is_supported_path
+
+    stored = np.zeros((4, 8, 10), np.int16) + np.arange(4, dtype=np.int16)[:, None, None]
+    files = write_raw_series(pydicom_file("CT_small.dcm"), tmp_path, stored,
+                             _positions_along_z(2.0 * np.arange(4)), bare=True)
+    assert files[0].read_bytes()[128:132] != b"DICM" and files[0].suffix == ""
+    image = read_image(tmp_path)
+    np.testing.assert_array_equal(image.array, stored - 1024)
+    assert is_supported_path(tmp_path) and is_supported_path(files[0])
+    assert read_image(files[0]).array.shape == (1, 8, 10)
+
+
+def test_12_bit_jpeg_series_is_treated_like_a_single_file(pydicom_file, tmp_path):
+    """GDCM cannot decode 12-bit JPEG: it prints complaints and returns garbage.  A single file was
+    refused while a series of the same files was read; both must have the same outcome."""
+    for k in range(3):
+        ds = pydicom.dcmread(pydicom_file("JPEG-lossy.dcm"))
+        ds.SeriesInstanceUID = "1.2.3.12"
+        ds.SOPInstanceUID = f"1.2.3.12.{k}"
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [0, 0, 2.0 * k]
+        ds.PixelSpacing = [0.5, 0.5]
+        ds.save_as(tmp_path / f"s{k}.dcm")
+    try:
+        single = read_image(tmp_path / "s0.dcm").array[0]
+    except MedcadError as err:
+        assert "cannot decode" in err.reason
+        with pytest.raises(MedcadError, match="cannot decode"):
+            read_images(tmp_path)
+    else:  # a decoder for 12-bit JPEG is installed: the series is these slices
+        np.testing.assert_array_equal(read_image(tmp_path).array[0], single)
+
+
+# ------------------------------------------------------------------------------------------
+# orientation that is not a rotation; enhanced files of one frame
+
+
+def test_clearly_non_orthogonal_orientation_is_refused(pydicom_file, tmp_path):
+    ds = pydicom.dcmread(pydicom_file("CT_small.dcm"))
+    ds.ImageOrientationPatient = [1, 0, 0, 0.2, 0.98, 0]
+    ds.save_as(tmp_path / "sheared.dcm")
+    with pytest.raises(MedcadError, match="78.5 degrees apart"):
+        read_image(tmp_path / "sheared.dcm")
+
+
+def test_slightly_non_orthogonal_orientation_is_made_orthonormal(pydicom_file, tmp_path, capfd):
+    """Rounded values leave row and column 0.3 degrees off a right angle: read with a rotation close
+    to the header's, a note, and a label map written from it has the same direction (ITK neither
+    coerces it nor prints its warning)."""
+    from napari_medcad.core import write_image
+
+    col = np.array([0.005, 1.0, 0.0]) / np.linalg.norm([0.005, 1.0, 0.0])
+    ds = pydicom.dcmread(pydicom_file("CT_small.dcm"))
+    ds.ImageOrientationPatient = [1, 0, 0, *col]
+    ds.save_as(tmp_path / "rounded.dcm")
+    image = read_image(tmp_path / "rounded.dcm")
+    matrix = image.geometry.direction_matrix
+    np.testing.assert_allclose(matrix.T @ matrix, np.eye(3), atol=1e-12)
+    np.testing.assert_allclose(matrix[:, 0], [1, 0, 0], atol=3e-3)
+    np.testing.assert_allclose(matrix[:, 1], col, atol=3e-3)
+    assert "made orthogonal" in image.metadata["orientation_note"]
+    written = write_image(image, tmp_path / "labels.nii.gz")
+    np.testing.assert_allclose(sitk.ReadImage(str(written)).GetDirection(), image.geometry.direction, atol=1e-6)
+    assert capfd.readouterr().err == ""
+
+
+def test_series_with_slightly_non_orthogonal_orientation(pydicom_file, tmp_path):
+    """GDCM turns an orientation 0.3 degrees off into the identity; the series must keep its own."""
+    angle = 0.3
+    col = np.array([-np.sin(angle) + 0.005, np.cos(angle), 0.0])
+    col /= np.linalg.norm(col)
+    stored = np.zeros((3, 8, 10), np.int16)
+    write_raw_series(pydicom_file("CT_small.dcm"), tmp_path, stored, _positions_along_z(2.0 * np.arange(3)),
+                     orientation=(np.cos(angle), np.sin(angle), 0.0, *col))
+    image = read_image(tmp_path)
+    matrix = image.geometry.direction_matrix
+    np.testing.assert_allclose(matrix.T @ matrix, np.eye(3), atol=1e-12)
+    np.testing.assert_allclose(matrix[:, 0], [np.cos(angle), np.sin(angle), 0], atol=3e-3)
+    assert "orientation_note" in image.metadata
+
+
+def test_write_image_keeps_itk_warnings_off_the_terminal(tmp_path, capfd):
+    from napari_medcad.core import MedicalImage, write_image
+    from napari_medcad.core.image import Geometry
+
+    sheared = Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0.2, 0, 0, 0.98, 0, 0, 0, 1))
+    write_image(MedicalImage(np.zeros((2, 3, 4), np.uint8), sheared), tmp_path / "out.nii.gz")
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out == ""
+
+
+def test_enhanced_file_of_one_frame_keeps_its_plane(pydicom_file, tmp_path):
+    path = enhanced_from_emri(pydicom_file("emri_small.dcm"), tmp_path / "one.dcm", frames=1,
+                              orientation=(0, 1, 0, 0, 0, -1), origin=(12.0, -7.0, 3.0))
+    image = read_image(path)
+    assert image.array.shape == (1, 64, 64)
+    np.testing.assert_allclose(image.index_to_world([0, 0, 0]), frame_positions(path)[0], atol=1e-6)
+    reference = sitk.ReadImage(str(path))
+    np.testing.assert_allclose(image.geometry.origin_xyz, reference.GetOrigin(), atol=1e-6)
+    np.testing.assert_allclose(image.geometry.direction, reference.GetDirection(), atol=1e-6)
+    np.testing.assert_allclose(image.geometry.spacing_xyz[:2], reference.GetSpacing()[:2], atol=1e-6)
+
+
+def test_one_frame_segmentation_is_placed_as_simpleitk_places_it(pydicom_file):
+    path = pydicom_file("liver_1frame.dcm")
+    image = read_image(path)
+    reference = sitk.ReadImage(path)
+    assert image.size_xyz == reference.GetSize()
+    np.testing.assert_allclose(image.geometry.origin_xyz, reference.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(image.geometry.direction, reference.GetDirection(), atol=1e-6)
+    np.testing.assert_allclose(image.geometry.spacing_xyz, reference.GetSpacing(), atol=1e-6)
+
+
+def test_multiframe_with_uneven_frames_is_resampled(pydicom_file, tmp_path):
+    order = [0, 1, 2, 3, 4, 5, 6, 7, 8, 12]  # the last frame is 4 steps beyond the one before
+    path = enhanced_from_emri(pydicom_file("emri_small.dcm"), tmp_path / "uneven.dcm", order=order)
+    image = read_image(path)
+    raw = _raw(path)
+    assert image.array.shape[0] == 13
+    for frame, position in enumerate(frame_positions(path)):
+        index = image.world_to_index(position)
+        np.testing.assert_allclose(index, np.rint(index), atol=1e-6)
+        np.testing.assert_array_equal(image.array[int(round(index[0]))], raw[frame])
+    assert "resampled to 13 slices" in image.metadata["slice_spacing_note"]
+
+
+def test_info_shows_reader_notes(pydicom_file, tmp_path, cli_info):
+    stored = np.zeros((4, 8, 10), np.int16)
+    write_raw_series(pydicom_file("CT_small.dcm"), tmp_path, stored, _positions_along_z([0.0, 2.0, 4.0, 10.0]))
+    (tmp_path / "junk.dcm").write_bytes(b"\0" * 500)
+    info = cli_info(tmp_path)
+    assert len(info["notes"]) == 2
+    assert "not evenly spaced" in info["notes"][0] and "could not be read" in info["notes"][1]
+    assert info["series"][0]["notes"] == info["notes"]
+    assert len(info["unreadable_in_folder"]) == 1

@@ -256,3 +256,104 @@ def test_write_image_is_atomic_and_refuses_unknown_extensions(lung_crop, tmp_pat
 def test_read_images_on_a_file_returns_one_image(real_data):
     images = read_images(real_data / "lung1_label.nrrd")
     assert len(images) == 1 and images[0].name == "lung1_label"
+
+
+# ------------------------------------------------------------------------------------------
+# NIfTI with scl_slope / scl_inter: checked against nibabel, which applies them
+
+
+@pytest.mark.parametrize("dtype,slope,intercept", [
+    (np.uint16, 1.0, -1024.0),  # CT as dcm2niix writes it
+    (np.int16, 0.5, 0.0),
+    (np.uint8, 2.0, 3.0),
+    (np.uint16, 0.001, 0.0),
+])
+@pytest.mark.parametrize("ext", [".nii", ".nii.gz"])
+def test_nifti_with_scaling_is_read_with_its_values(tmp_path, dtype, slope, intercept, ext):
+    """The size check measured the data in ITK's pixel type *after* scaling (float32), so these
+    valid files were refused as truncated."""
+    nibabel = pytest.importorskip("nibabel")
+    data = (np.arange(20 * 16 * 6) % 200).astype(dtype).reshape(20, 16, 6)
+    affine = np.eye(4)
+    affine[:3, :3] = _rotation((1, 2, 3), 20.0) @ np.diag([0.7, 0.8, 2.5])
+    affine[:3, 3] = (-30.0, 12.0, 40.0)
+    source = nibabel.Nifti1Image(data, affine)
+    source.header.set_slope_inter(slope, intercept)
+    path = tmp_path / f"scaled{ext}"
+    nibabel.save(source, str(path))
+    loaded = nibabel.load(str(path))
+    image = read_image(path)
+    np.testing.assert_allclose(image.array.transpose(2, 1, 0), loaded.get_fdata(), rtol=1e-6, atol=1e-6)
+    lps_from_ras = np.diag([-1.0, -1.0, 1.0, 1.0])
+    for index_xyz in _probe_indices_xyz(image.size_xyz):
+        lps = (lps_from_ras @ loaded.affine @ np.array([*index_xyz, 1.0]))[:3]
+        np.testing.assert_allclose(image.index_to_world(index_xyz[::-1]), lps, atol=1e-4)
+
+
+def test_truncated_nifti_with_scaling_is_still_refused(tmp_path):
+    nibabel = pytest.importorskip("nibabel")
+    from napari_medcad.core import MedcadError
+
+    source = nibabel.Nifti1Image(np.ones((20, 16, 6), np.uint16), np.eye(4))
+    source.header.set_slope_inter(1.0, -1024.0)
+    path = tmp_path / "scaled.nii"
+    nibabel.save(source, str(path))
+    path.write_bytes(path.read_bytes()[:-500])
+    with pytest.raises(MedcadError, match="truncated"):
+        read_image(path)
+
+
+# ------------------------------------------------------------------------------------------
+# file and folder names that are not valid UTF-8 (Latin-1 names from old exports, zip files)
+
+
+@pytest.mark.parametrize("ext", [".nii.gz", ".nrrd", ".mha"])
+def test_names_that_are_not_utf8_are_read_and_written(not_utf8_path, lung_crop, tmp_path, ext):
+    """SimpleITK aborted the whole process (std::logic_error) on such a name."""
+    path = not_utf8_path(tmp_path, b"\xe9t\xe9" + ext.encode())
+    sitk.WriteImage(lung_crop, str(tmp_path / f"plain{ext}"))
+    (tmp_path / f"plain{ext}").rename(path)
+    image = read_image(path)
+    assert_world_equals_sitk(image, lung_crop)
+    np.testing.assert_array_equal(image.array, sitk.GetArrayViewFromImage(lung_crop))
+    folder = not_utf8_path(tmp_path, b"sortie_\xe9")
+    folder.mkdir()
+    for target in (folder / f"labels{ext}", folder / path.name):
+        write_image(image, target)
+        again = read_image(target)
+        np.testing.assert_array_equal(again.array, image.array)
+        np.testing.assert_allclose(again.geometry.affine_xyz, image.geometry.affine_xyz, atol=1e-4)
+
+
+def test_detached_header_in_a_folder_that_is_not_utf8(not_utf8_path, lung_crop, tmp_path):
+    folder = not_utf8_path(tmp_path, b"donn\xe9es")
+    folder.mkdir()
+    sitk.WriteImage(lung_crop, str(tmp_path / "volume.mhd"))
+    for name in ("volume.mhd", "volume.raw"):
+        (tmp_path / name).rename(folder / name)
+    np.testing.assert_array_equal(read_image(folder / "volume.mhd").array, sitk.GetArrayViewFromImage(lung_crop))
+    # the header's own name cannot be replaced by a link: its data file is named relative to it
+    renamed = (folder / "volume.mhd").rename(not_utf8_path(folder, b"\xe9.mhd"))
+    from napari_medcad.core import MedcadError
+
+    with pytest.raises(MedcadError, match="not valid UTF-8"):
+        read_image(renamed)
+
+
+def test_dicom_series_in_a_folder_that_is_not_utf8(not_utf8_path, brain_crop, tmp_path):
+    folder = not_utf8_path(tmp_path, b"s\xe9rie")
+    write_series(brain_crop, tmp_path / "plain", modality="MR", rescale_intercept=None)
+    (tmp_path / "plain").rename(folder)
+    (reference,) = _gdcm_series(_utf8_copy(folder, tmp_path)).values()
+    image = read_image(folder)
+    assert_world_equals_sitk(image, reference)
+    np.testing.assert_array_equal(image.array, sitk.GetArrayViewFromImage(reference))
+
+
+def _utf8_copy(folder, tmp_path):
+    """A UTF-8-named copy of ``folder`` (SimpleITK itself cannot be given the original's name)."""
+    import shutil
+
+    copy = tmp_path / "utf8_copy"
+    shutil.copytree(folder, copy)
+    return copy

@@ -21,7 +21,10 @@ from .paths import (
     check_readable,
     extension_of,
     has_dicom_preamble,
+    has_dicom_start,
     is_supported_path,
+    itk_file_names,
+    native_output_captured,
     quiet_libraries,
 )
 
@@ -29,6 +32,7 @@ __all__ = [
     "read_images",
     "read_image",
     "image_info",
+    "reader_notes",
     "write_image",
     "is_supported_path",
     "WRITABLE_EXTENSIONS",
@@ -63,7 +67,7 @@ def _read_images(path: Path) -> list[MedicalImage]:
         from .tiff import read_tiff
 
         return [read_tiff(path)]
-    if ext in DICOM_EXTENSIONS or has_dicom_preamble(path):
+    if ext in DICOM_EXTENSIONS or has_dicom_preamble(path) or has_dicom_start(path):
         from .dicom import read_dicom_file
 
         return [read_dicom_file(path)]
@@ -86,6 +90,18 @@ def read_image(path: str | os.PathLike) -> MedicalImage:
     return read_images(path)[0]
 
 
+def reader_notes(image: MedicalImage) -> list[str]:
+    """What the reader assumed or changed to make the image usable, one sentence each.
+
+    Readers record these in ``metadata`` under keys ending in ``_note`` (a resampled series, an
+    orthonormalised orientation, an assumed pixel size...), in their own words, never header
+    text, so a caller may print them or put them in a report.  A user must see them: an image
+    read with a gap filled in, or with files left out, is not the image they may think it is.
+    """
+    return [" ".join(str(value).split()) for key, value in image.metadata.items()
+            if key.endswith("_note") and value]
+
+
 def describe(image: MedicalImage) -> dict:
     """The geometry summary `napari-medcad info` prints, numbers as SimpleITK reports them."""
     return {
@@ -97,6 +113,7 @@ def describe(image: MedicalImage) -> dict:
         "dtype": str(image.array.dtype),
         "modality": image.modality,
         "rgb": image.rgb,
+        "notes": reader_notes(image),
     }
 
 
@@ -106,6 +123,8 @@ def image_info(path: str | os.PathLike) -> dict:
     info = {"path": os.fspath(path)} | describe(images[0])
     if Path(path).is_dir():
         info["series"] = [describe(image) for image in images]
+        if images[0].metadata.get("unreadable_in_folder"):
+            info["unreadable_in_folder"] = images[0].metadata["unreadable_in_folder"]
     return info
 
 
@@ -122,8 +141,10 @@ def write_image(image: MedicalImage, path: str | os.PathLike, compress: bool = T
     if not path.parent.is_dir():
         raise MedcadError("the folder to write into does not exist", path.parent)
     try:
-        with replacing(path, suffix=ext) as temporary:
-            sitk.WriteImage(image.to_sitk(), str(temporary), useCompression=compress and ext != ".nii")
+        with replacing(path, suffix=ext) as temporary, itk_file_names([temporary]) as (name,):
+            # ITK prints warnings (a direction coerced to orthogonal...) straight to stderr
+            with native_output_captured():
+                sitk.WriteImage(image.to_sitk(), name, useCompression=compress and ext != ".nii")
     except RuntimeError as err:
         from .itk_formats import itk_reason
 

@@ -26,6 +26,7 @@ from ..image import Geometry, MedicalImage
 from .paths import (
     check_memory,
     folder_is_empty,
+    itk_file_names,
     iter_folder_files,
     looks_like_dicom,
     native_output_captured,
@@ -199,7 +200,7 @@ def _rescale(ds, n_frames: int) -> list[tuple[float, float]]:
     """(slope, intercept) per frame from the classic tags or the pixel-value-transformation group."""
     params = []
     for frame in range(n_frames):
-        item = _functional_group(ds, "PixelValueTransformationSequence", frame if n_frames > 1 else None)
+        item = _functional_group(ds, "PixelValueTransformationSequence", frame)
         source = item if item is not None and "RescaleSlope" in item else ds
         slope = float(source.get("RescaleSlope", 1) or 1)
         intercept = float(source.get("RescaleIntercept", 0) or 0)
@@ -223,7 +224,23 @@ def _pixel_spacing_yx(ds, frame: int | None) -> tuple[float, float] | None:
     return None
 
 
-def _orientation(ds, frame: int | None) -> np.ndarray | None:
+#: |cosine| of the angle between ImageOrientationPatient's row and column above which the reader
+#: says it made them orthogonal: decimal strings rounded to 5 or more digits stay below it
+_ORTHOGONAL_NOTE = 1e-4
+#: |cosine| above which the orientation is refused: 0.57 degrees off a right angle.  Values
+#: rounded even to 2 or 3 decimals stay below it; beyond it the header is broken (a scanner
+#: never acquires sheared pixels) and no single direction would place the voxels right
+_ORTHOGONAL_LIMIT = 1e-2
+
+
+def _orientation(ds, frame: int | None, metadata: dict | None = None) -> np.ndarray | None:
+    """The 3 x 3 direction (row, column, normal as columns) of ImageOrientationPatient.
+
+    Row and column are normalised and, when rounding left them not quite orthogonal, replaced
+    by the nearest orthonormal pair (the difference split evenly between them), as a volume's
+    direction must be a rotation: ITK would otherwise coerce it when a label map is written, and
+    GDCM silently falls back to the identity when they are more than 0.06 degrees off.
+    """
     item = _functional_group(ds, "PlaneOrientationSequence", frame)
     value = item.get("ImageOrientationPatient") if item is not None else ds.get("ImageOrientationPatient")
     try:
@@ -236,6 +253,20 @@ def _orientation(ds, frame: int | None) -> np.ndarray | None:
     if np.linalg.norm(row) < 1e-3 or np.linalg.norm(col) < 1e-3:
         return None
     row, col = row / np.linalg.norm(row), col / np.linalg.norm(col)
+    cosine = float(np.dot(row, col))
+    if abs(cosine) > _ORTHOGONAL_LIMIT:
+        raise MedcadError(
+            f"corrupt DICOM header: ImageOrientationPatient's row and column directions are "
+            f"{np.degrees(np.arccos(np.clip(cosine, -1, 1))):.1f} degrees apart, not 90"
+        )
+    if abs(cosine) > 1e-12:
+        u, _, vt = np.linalg.svd(np.column_stack([row, col]), full_matrices=False)
+        row, col = (u @ vt).T
+        if abs(cosine) > _ORTHOGONAL_NOTE and metadata is not None:
+            metadata["orientation_note"] = (
+                f"the header's row and column directions are {np.degrees(np.arccos(cosine)):.3f} degrees apart, "
+                "not 90 (rounded values?): they were made orthogonal, splitting the difference"
+            )
     return np.column_stack([row, col, np.cross(row, col)])
 
 
@@ -291,19 +322,13 @@ def _decode_pixels(ds, path: Path) -> tuple[np.ndarray, bool]:
     import SimpleITK as sitk
 
     encoding = _transfer_syntax_name(ds)
-    cannot = MedcadError(
-        f"cannot decode the pixel data ({encoding}): it is damaged, or this compression needs an "
-        "optional decoder (pylibjpeg with pylibjpeg-libjpeg and pylibjpeg-openjpeg)",
-        path,
-    )
-    with native_output_captured() as chatter:
+    cannot = _cannot_decode(ds, path)
+    with native_output_captured() as chatter, itk_file_names([path]) as (name,):
         try:
-            image = sitk.ReadImage(str(path))
+            image = sitk.ReadImage(name)
         except RuntimeError:
             raise cannot from None
-    # GDCM reports some decoder failures (12-bit JPEG, damaged JPEG 2000) only as text on
-    # stderr and hands back an image of garbage: refuse it
-    if any(word in chatter.text.lower() for word in ("error", "unsupported", "invalid", "corrupt", "failed")):
+    if _decoder_failed(chatter.text):
         raise cannot
     array = sitk.GetArrayFromImage(image)
     if frames == 1 and array.ndim >= 3 and array.shape[0] == 1:
@@ -312,6 +337,23 @@ def _decode_pixels(ds, path: Path) -> tuple[np.ndarray, bool]:
     if array.shape[: len(expected)] != expected:
         raise MedcadError(f"the pixel data does not match the header ({encoding})", path)
     return array, True
+
+
+def _decoder_failed(text: str) -> bool:
+    """Whether GDCM's printed output says a decoder failed.
+
+    GDCM reports some decoder failures (12-bit JPEG, damaged JPEG 2000) only as text on stderr
+    and hands back an image of garbage, for a single file and a series alike.
+    """
+    return any(word in text.lower() for word in ("error", "unsupported", "invalid", "corrupt", "failed"))
+
+
+def _cannot_decode(ds, path: Path | None = None) -> MedcadError:
+    return MedcadError(
+        f"cannot decode the pixel data ({_transfer_syntax_name(ds)}): it is damaged, or this compression needs an "
+        "optional decoder (pylibjpeg with pylibjpeg-libjpeg and pylibjpeg-openjpeg)",
+        path,
+    )
 
 
 def _apply_value_transforms(array: np.ndarray, ds, rgb: bool, done_by_gdcm: bool) -> np.ndarray:
@@ -353,20 +395,84 @@ def _smallest_int(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _stack_spacing(along: np.ndarray, metadata: dict) -> float:
-    """The slice step of positions ``along`` the normal (sorted, distinct); notes uneven steps."""
+#: a slice this close to an even grid counts as on it: 0.01 mm, the precision of positions
+#: written with two decimals and 3D Slicer's tolerance for "unequal spacing" ...
+_POSITION_TOLERANCE_MM = 0.01
+#: ... or 1 % of the step, far below what can be seen or measured across one slice
+_POSITION_TOLERANCE_OF_STEP = 0.01
+
+
+def _stack_spacing(along: np.ndarray) -> float:
+    """The mean slice step of positions ``along`` the normal (sorted, distinct), as ITK takes it."""
+    return float((along[-1] - along[0]) / (len(along) - 1)) if len(along) > 1 else 1.0
+
+
+def _even_slices(array: np.ndarray, geometry: Geometry, along: np.ndarray,
+                 metadata: dict) -> tuple[np.ndarray, Geometry]:
+    """The stack resampled onto evenly spaced slices when its slices are not, with its geometry.
+
+    ``along`` holds the positions (mm) of the array's slices along the geometry's third
+    direction column, ascending; ``geometry`` places slice 0 and the in-plane grid.  A volume
+    has one slice step, so a stack with a missing or unreadable slice, or with a change of
+    step, read as it is would put every slice after the irregularity at a wrong position.  As
+    3D Slicer does for such series, the slices are resampled along the normal onto a regular
+    grid from the first slice to the last (world extent kept) with the usual (median) step,
+    shortened if needed so that the last slice is hit exactly and the grid is never coarser
+    than the acquisition; each new slice is a linear interpolation between the two nearest
+    acquired slices, and acquired slices on the grid keep their values exactly.
+    """
+    along = np.asarray(along, dtype=float)
+    count = len(along)
+    if count < 3:
+        return array, geometry
+    extent = along[-1] - along[0]
+    mean_step = extent / (count - 1)
+    tolerance = max(_POSITION_TOLERANCE_MM, _POSITION_TOLERANCE_OF_STEP * mean_step)
+    if np.max(np.abs(along - (along[0] + mean_step * np.arange(count)))) <= tolerance:
+        return array, geometry
     steps = np.diff(along)
-    spacing = float((along[-1] - along[0]) / (len(along) - 1))
-    if np.max(np.abs(steps - spacing)) > max(1e-3, 0.01 * spacing):
-        metadata["slice_spacing_note"] = (
-            f"slices are unevenly spaced ({float(steps.min()):.3g} to {float(steps.max()):.3g} mm); "
-            f"the mean step {spacing:.4g} mm is used, so positions between slices are approximate"
-        )
-    return spacing
+    usual = float(np.median(steps))
+    intervals = int(np.ceil(extent / usual - 1e-6))
+    step = extent / intervals
+    targets = along[0] + step * np.arange(intervals + 1)
+    check_memory(array[0].nbytes * len(targets) * 2, None)
+    resampled = _interpolate_slices(array, along, targets)
+    uneven = int(np.sum(np.abs(steps - usual) > tolerance))
+    metadata["slice_spacing_note"] = (
+        f"the slices are not evenly spaced ({count} slices; {uneven} of the {count - 1} steps between them "
+        f"{'differs' if uneven == 1 else 'differ'} from the usual {usual:.4g} mm, the largest is "
+        f"{float(steps.max()):.4g} mm): resampled to {len(targets)} "
+        f"slices {step:.4g} mm apart, each interpolated linearly between the two nearest acquired slices"
+    )
+    spacing = (*geometry.spacing_xyz[:2], step)
+    return resampled, Geometry(spacing, geometry.origin_xyz, geometry.direction)
 
 
-def _frame_geometry(ds, n_frames: int, metadata: dict) -> tuple[Geometry, np.ndarray]:
-    """Geometry of a multi-frame object and the order in which its frames form the volume.
+def _interpolate_slices(array: np.ndarray, along: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Slices at positions ``targets``, linearly interpolated between the slices of ``array`` at ``along``.
+
+    Integer images stay integer (rounded to the nearest value, as 3D Slicer keeps the scalar
+    type): acquired slices are copied exactly and interpolated ones are estimates anyway.
+    """
+    upper = np.clip(np.searchsorted(along, targets, side="right"), 1, len(along) - 1)
+    lower = upper - 1
+    weights = (targets - along[lower]) / (along[upper] - along[lower])
+    out = np.empty((len(targets),) + array.shape[1:], dtype=array.dtype)
+    work = np.float64 if array.dtype == np.float64 else np.float32
+    for k, (low, high, weight) in enumerate(zip(lower, upper, weights)):
+        if weight <= 1e-6:
+            out[k] = array[low]
+        elif weight >= 1 - 1e-6:
+            out[k] = array[high]
+        else:
+            mixed = array[low].astype(work) * (1 - weight) + array[high].astype(work) * weight
+            out[k] = np.rint(mixed) if np.issubdtype(array.dtype, np.integer) else mixed
+    return out
+
+
+def _frame_geometry(ds, n_frames: int, metadata: dict) -> tuple[Geometry, np.ndarray, np.ndarray | None]:
+    """Geometry of a multi-frame object, the order in which its frames form the volume, and the
+    positions of the ordered frames along the geometry's third axis (None when unknown).
 
     The geometry comes from the functional groups (per-frame Plane Position, shared or
     per-frame Plane Orientation and Pixel Measures), or from the classic tags with a Grid Frame
@@ -378,7 +484,7 @@ def _frame_geometry(ds, n_frames: int, metadata: dict) -> tuple[Geometry, np.nda
     """
     order = np.arange(n_frames)
     spacing_yx = _pixel_spacing_yx(ds, 0) or (1.0, 1.0)
-    direction = _orientation(ds, 0)
+    direction = _orientation(ds, 0, metadata)
     positions = [_position(ds, k) for k in range(n_frames)] if "PerFrameFunctionalGroupsSequence" in ds else []
     offsets = ds.get("GridFrameOffsetVector")
     if direction is not None and (not positions or any(p is None for p in positions)):
@@ -393,7 +499,7 @@ def _frame_geometry(ds, n_frames: int, metadata: dict) -> tuple[Geometry, np.nda
             positions = []
     if direction is None or not positions or any(p is None for p in positions):
         metadata["geometry_note"] = "the file states no frame positions; origin 0 and identity direction assumed"
-        return Geometry.identity(3, (spacing_yx[1], spacing_yx[0], _slice_spacing(ds))), order
+        return Geometry.identity(3, (spacing_yx[1], spacing_yx[0], _slice_spacing(ds))), order, None
     normal = direction[:, 2]
     along = np.array([float(np.dot(p, normal)) for p in positions])
     steps = np.diff(along)
@@ -411,11 +517,17 @@ def _frame_geometry(ds, n_frames: int, metadata: dict) -> tuple[Geometry, np.nda
             )
         sign = 1.0
         metadata["frame_order_note"] = "frames were re-ordered by their position along the slice normal"
-    z_spacing = _stack_spacing(sign * along[order], metadata) if n_frames > 1 else _slice_spacing(ds)
+    z_spacing = _stack_spacing(sign * along[order]) if n_frames > 1 else _slice_spacing(ds)
     matrix = direction.copy()
     matrix[:, 2] *= sign
     geometry = Geometry((spacing_yx[1], spacing_yx[0], z_spacing), tuple(positions[order[0]]), tuple(matrix.ravel()))
-    return geometry, order
+    return geometry, order, sign * along[order]
+
+
+def _single_frame(ds) -> int | None:
+    """The frame to look up a one-frame file's plane with: an enhanced file of one frame keeps its
+    position (and often its orientation) in the per-frame functional groups, like any other."""
+    return 0 if "PerFrameFunctionalGroupsSequence" in ds else None
 
 
 def _slice_spacing(ds) -> float:
@@ -471,15 +583,18 @@ def _image_from_dataset(ds, path: Path) -> MedicalImage:
     if n_frames > 1:
         if array.shape[0] != n_frames:
             raise MedcadError(f"the pixel data holds {array.shape[0]} frames, not the {n_frames} of its header", path)
-        geometry, order = _frame_geometry(ds, n_frames, metadata)
+        geometry, order, along = _frame_geometry(ds, n_frames, metadata)
         if not np.array_equal(order, np.arange(n_frames)):
             array = array[order]
             metadata["frame_order"] = [int(k) for k in order]
+        if along is not None:
+            array, geometry = _even_slices(array, geometry, along, metadata)
         metadata["number_of_frames"] = n_frames
     else:
-        direction = _orientation(ds, None)
-        position = _position(ds, None)
-        spacing_yx = _pixel_spacing_yx(ds, None)
+        frame = _single_frame(ds)
+        direction = _orientation(ds, frame, metadata)
+        position = _position(ds, frame)
+        spacing_yx = _pixel_spacing_yx(ds, frame)
         if direction is not None and position is not None:
             # a slice placed in the patient: keep it 3D (one slice) as ITK does
             spacing_yx = spacing_yx or (1.0, 1.0)
@@ -512,22 +627,47 @@ class SeriesEntry:
     multiframe: bool = False
     safe: dict = field(default_factory=dict)
     along: list[float] = field(default_factory=list)
+    #: the series' orientation (orthonormal columns: row, column, normal), None if not stated
+    direction: np.ndarray | None = None
+    #: (slope, intercept) of each file
+    rescale: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def label(self) -> str:
         return self.description or f"{self.modality} series"
 
 
+@dataclass
+class _Slice:
+    """What scan_folder keeps of one single-frame file."""
+
+    path: Path
+    instance: int
+    direction: np.ndarray | None
+    position: np.ndarray | None
+    split_keys: tuple
+    meta: dict
+    modality: str
+    rescale: tuple[float, float]
+    along: float = 0.0
+
+
+#: orientations closer than this (largest difference of a direction cosine) belong to one series:
+#: per-slice computed orientations differ by float noise (1e-6), while the smallest change a
+#: scanner makes on purpose (a re-angled stack) is of degrees
+_SAME_ORIENTATION = 1e-3
+
+
 def scan_folder(folder: str | os.PathLike) -> tuple[list[SeriesEntry], list[tuple[Path, str]]]:
     """Group a folder's DICOM image files into series (recursively).
 
-    Files are grouped by SeriesInstanceUID, image size and orientation, and sorted by their
-    position along the slice normal (as GDCM's series file-name generator does), so file
-    names and listing order do not matter.  Returns the series (largest first) and the files
-    that were skipped, with why.
+    Files are grouped by SeriesInstanceUID, image size and orientation (within
+    ``_SAME_ORIENTATION`` of the group's first file), and sorted by their position along the
+    slice normal (as GDCM's series file-name generator does), so file names and listing order
+    do not matter.  Returns the series (largest first) and the files that were skipped, with why.
     """
     folder = Path(folder)
-    groups: dict[tuple, list[tuple[float, int, Path, object]]] = defaultdict(list)
+    groups: dict[tuple, list[list[_Slice]]] = defaultdict(list)
     skipped: list[tuple[Path, str]] = []
     entries: list[SeriesEntry] = []
     for path in iter_folder_files(folder):
@@ -544,33 +684,59 @@ def scan_folder(folder: str | os.PathLike) -> tuple[list[SeriesEntry], list[tupl
             with quiet_libraries("pydicom"):
                 meta = safe_metadata(ds)
             modality = str(ds.get("Modality", "") or "OT")
-            direction = _orientation(ds, None)
-            position = _position(ds, None)
-            split_keys = tuple(str(ds.get(keyword, "")) for keyword, _ in _SPLIT_KEYS)
+            if frames > 1:
+                entries.append(SeriesEntry(uid, [path], meta.get("series_description", ""), modality, True, meta))
+                continue
+            frame = _single_frame(ds)
+            member = _Slice(path, instance, _orientation(ds, frame, meta), _position(ds, frame),
+                            tuple(str(ds.get(keyword, "")) for keyword, _ in _SPLIT_KEYS), meta, modality,
+                            _rescale(ds, 1)[0])
         except MedcadError as err:
             skipped.append((path, err.reason))
             continue
         except _VALUE_ERRORS as err:
             skipped.append((path, f"corrupt DICOM header ({_short(err)})"))
             continue
-        if frames > 1:
-            entries.append(SeriesEntry(uid, [path], meta.get("series_description", ""), modality, True, meta))
-            continue
-        key_orientation = tuple(np.round(direction[:, :2].ravel(), 3)) if direction is not None else None
-        key = (uid, rows, cols, key_orientation)
-        along = float(np.dot(position, direction[:, 2])) if direction is not None and position is not None else 0.0
-        groups[key].append((along, instance, path, split_keys, meta, modality))
-    for key, members in groups.items():
-        members.sort(key=lambda item: (item[0], item[1]))
-        for part, suffix in _split_repeats(members):
-            meta, modality = part[0][4], part[0][5]
-            description = meta.get("series_description", "")
-            if suffix:
-                description = f"{description or modality + ' series'} ({suffix})"
-            entries.append(SeriesEntry(key[0], [m[2] for m in part], description, modality, False, meta,
-                                       [m[0] for m in part]))
+        _same_orientation_group(groups[(uid, rows, cols)], member).append(member)
+    for (uid, _, _), stacks in groups.items():
+        for members in stacks:
+            entries += _series_of(uid, members)
     entries.sort(key=lambda e: -len(e.files))
     return entries, skipped
+
+
+def _same_orientation_group(stacks: list[list[_Slice]], member: _Slice) -> list[_Slice]:
+    """The stack of ``stacks`` whose first slice has ``member``'s orientation (a new one if none)."""
+    for stack in stacks:
+        first = stack[0].direction
+        if first is None and member.direction is None:
+            return stack
+        if first is not None and member.direction is not None and \
+                np.max(np.abs(first[:, :2] - member.direction[:, :2])) <= _SAME_ORIENTATION:
+            return stack
+    stacks.append([])
+    return stacks[-1]
+
+
+def _series_of(uid: str, members: list[_Slice]) -> list[SeriesEntry]:
+    """The series (one, or one per echo / time point) formed by single-frame files of one orientation."""
+    direction = members[0].direction
+    for member in members:  # positions along one normal, the series' own
+        if direction is not None and member.position is not None:
+            member.along = float(np.dot(member.position, direction[:, 2]))
+    members.sort(key=lambda m: (m.along, m.instance))
+    entries = []
+    for part, suffix in _split_repeats(members):
+        meta, modality = dict(part[0].meta), part[0].modality
+        notes = [m.meta["orientation_note"] for m in part if "orientation_note" in m.meta]
+        if notes:
+            meta.setdefault("orientation_note", notes[0])
+        description = meta.get("series_description", "")
+        if suffix:
+            description = f"{description or modality + ' series'} ({suffix})"
+        entries.append(SeriesEntry(uid, [m.path for m in part], description, modality, False, meta,
+                                   [m.along for m in part], direction, [m.rescale for m in part]))
+    return entries
 
 
 #: header fields that tell apart volumes sharing one series UID (multi-echo, dynamic series)
@@ -578,17 +744,17 @@ _SPLIT_KEYS = (("EchoNumbers", "echo"), ("TemporalPositionIdentifier", "time poi
                ("AcquisitionNumber", "acquisition"))
 
 
-def _split_repeats(members: list) -> list[tuple[list, str]]:
+def _split_repeats(members: list[_Slice]) -> list[tuple[list[_Slice], str]]:
     """Split one series whose slices repeat positions (echoes, time points) into volumes."""
-    along = [round(m[0], 3) for m in members]
+    along = [round(m.along, 3) for m in members]
     if len(members) < 2 or len(set(along)) == len(along):
         return [(members, "")]
     for index, (_keyword, word) in enumerate(_SPLIT_KEYS):
         parts: dict[str, list] = defaultdict(list)
         for member in members:
-            parts[member[3][index]].append(member)
+            parts[member.split_keys[index]].append(member)
         if len(parts) > 1 and all(
-            len({round(m[0], 3) for m in part}) == len(part) for part in parts.values()
+            len({round(m.along, 3) for m in part}) == len(part) for part in parts.values()
         ):
             return [(part, f"{word} {value}") for value, part in sorted(parts.items())]
     return [(members, "")]
@@ -601,20 +767,57 @@ def read_series(entry: SeriesEntry) -> MedicalImage:
         if entry.description:
             image.name = entry.description
         return image
-    import SimpleITK as sitk
-
     first = entry.files[0]
     if entry.along and len(set(round(a, 3) for a in entry.along)) < len(entry.along):
         raise MedcadError(
             f"series '{entry.label}': several images share a slice position, so they do not form one volume",
             first.parent,
         )
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames([str(f) for f in entry.files])
     head = _read_dataset(first, stop_before_pixels=True)
     rows, cols = _int(head, "Rows", 0), _int(head, "Columns", 0)
     check_memory(rows * cols * len(entry.files) * 8, first.parent)
-    with native_output_captured(), quiet_libraries():
+    image = _read_with_gdcm(entry, head)
+    if image.GetNumberOfComponentsPerPixel() > 1:
+        raise MedcadError(f"series '{entry.label}': colour volumes are not supported", first.parent)
+    import SimpleITK as sitk
+
+    array = sitk.GetArrayFromImage(image)
+    if _rescale_varies(entry) and _rescale_integral(entry):
+        array = _smallest_int(np.rint(array).astype(np.int64))
+    elif array.dtype == np.int32 or array.dtype == np.int64:
+        array = _smallest_int(array)
+    metadata = entry.safe | {"format": "DICOM series", "number_of_files": len(entry.files)}
+    geometry = _series_geometry(image, entry)
+    if len(entry.along) > 2:
+        array, geometry = _even_slices(array, geometry, np.asarray(entry.along), metadata)
+    return MedicalImage(array=array, geometry=geometry, modality=entry.modality or "OT", name=entry.label,
+                        metadata=metadata)
+
+
+def _rescale_varies(entry: SeriesEntry) -> bool:
+    return len(set(entry.rescale)) > 1
+
+
+def _rescale_integral(entry: SeriesEntry) -> bool:
+    return all(float(s).is_integer() and float(i).is_integer() for s, i in entry.rescale)
+
+
+def _read_with_gdcm(entry: SeriesEntry, head):
+    """The series as SimpleITK's ImageSeriesReader (GDCM) reads it, with each file's own rescale.
+
+    The reader takes the pixel type from the first file; when slope or intercept vary from file
+    to file (PET, some CT) or are not whole numbers, that type cannot hold the others' values
+    (-997 would wrap round to 64539 in the first file's uint16, 30.03 be cut to 30), so the
+    series is then read as float32, into which each file's own rescale is applied.
+    """
+    import SimpleITK as sitk
+
+    first = entry.files[0]
+    reader = sitk.ImageSeriesReader()
+    if _rescale_varies(entry) or not _rescale_integral(entry):
+        reader.SetOutputPixelType(sitk.sitkFloat32)
+    with native_output_captured() as chatter, quiet_libraries(), itk_file_names(entry.files) as names:
+        reader.SetFileNames(names)
         try:
             image = reader.Execute()
         except RuntimeError as err:
@@ -622,21 +825,21 @@ def read_series(entry: SeriesEntry) -> MedicalImage:
 
             reason = _first_broken_file(entry.files) or itk_reason(err)
             raise MedcadError(f"series '{entry.label}': {reason}", first.parent) from None
-    if image.GetNumberOfComponentsPerPixel() > 1:
-        raise MedcadError(f"series '{entry.label}': colour volumes are not supported", first.parent)
-    array = sitk.GetArrayFromImage(image)
-    if array.dtype == np.int32 or array.dtype == np.int64:
-        array = _smallest_int(array)
-    metadata = entry.safe | {"format": "DICOM series", "number_of_files": len(entry.files)}
-    if len(entry.along) > 2:
-        _stack_spacing(np.asarray(entry.along), metadata)
-    return MedicalImage(
-        array=array,
-        geometry=Geometry.from_sitk(image),
-        modality=entry.modality or "OT",
-        name=entry.label,
-        metadata=metadata,
-    )
+    if _decoder_failed(chatter.text):
+        raise MedcadError(f"series '{entry.label}': {_cannot_decode(head).reason}", first.parent)
+    return image
+
+
+def _series_geometry(image, entry: SeriesEntry) -> Geometry:
+    """ITK's geometry of a series, with the orthonormal orientation the reader computed.
+
+    GDCM takes a slightly non-orthogonal ImageOrientationPatient as it is, or as the identity
+    when it is off by more than 0.06 degrees; :func:`_orientation` made it a rotation.
+    """
+    geometry = Geometry.from_sitk(image)
+    if entry.direction is not None and np.max(np.abs(geometry.direction_matrix - entry.direction)) > 1e-6:
+        geometry = Geometry(geometry.spacing_xyz, geometry.origin_xyz, tuple(entry.direction.ravel()))
+    return geometry
 
 
 def _first_broken_file(files: list[Path]) -> str | None:
@@ -675,6 +878,12 @@ def read_dicom_folder(folder: str | os.PathLike) -> list[MedicalImage]:
         raise MedcadError("no DICOM image series found in the folder", folder)
     if problems:  # some series (or files) could not be read: say so where a widget can show it
         images[0].metadata["unreadable_in_folder"] = problems[:10]
+        # the reasons may quote header text (a series description): the note only counts them
+        count = "1 file or series" if len(problems) == 1 else f"{len(problems)} files or series"
+        images[0].metadata["unreadable_note"] = (
+            f"{count} in the folder could not be read and {'is' if len(problems) == 1 else 'are'} left out "
+            "(`napari-medcad info` on the folder lists why)"
+        )
     _unique_names(images)
     return images
 

@@ -21,7 +21,14 @@ import numpy as np
 
 from ..errors import MedcadError
 from ..image import Geometry, MedicalImage
-from .paths import PICTURE_EXTENSIONS, check_memory, extension_of, native_output_captured, quiet_libraries
+from .paths import (
+    PICTURE_EXTENSIONS,
+    check_memory,
+    extension_of,
+    itk_file_names,
+    native_output_captured,
+    quiet_libraries,
+)
 
 #: "ITK ERROR: NrrdImageIO(0x55...): text", "itk::ERROR: ...", "sitk::ERROR: text"
 _ITK_PREFIX = re.compile(r"(?:s?itk::|ITK )ERROR:\s*(?:\w+\(0x[0-9a-fA-F]+\):\s*)?")
@@ -152,26 +159,77 @@ def _is_file_pattern(name: str) -> bool:
     return len(parts) >= 4 and all(p.lstrip("-").isdigit() for p in parts[1:4])
 
 
-def _check_nifti(path: Path, claimed: int) -> None:
+def _nifti_header(path: Path, compressed: bool):
+    """The NIfTI-1 or NIfTI-2 header of ``path`` as nibabel parses it, unchecked; None if unparseable.
+
+    Read leniently (``check=False``): ITK accepts headers nibabel would reject, and only the
+    layout fields are wanted here.
+    """
+    import gzip
+    import io
+
+    import nibabel
+
+    try:
+        opener = gzip.open if compressed else open
+        with opener(path, "rb") as handle:
+            raw = handle.read(540)
+        if len(raw) < 348:
+            return None
+        two = 540 in (int.from_bytes(raw[:4], "little"), int.from_bytes(raw[:4], "big"))
+        header_class = nibabel.Nifti2Header if two else nibabel.Nifti1Header
+        with quiet_libraries("nibabel", "nibabel.global"):
+            return header_class.from_fileobj(io.BytesIO(raw), check=False)
+    except Exception:  # noqa: BLE001 - damaged gzip stream, garbage header: ITK will say what is wrong
+        return None
+
+
+def _nifti_layout(path: Path, compressed: bool) -> tuple[int, int] | None:
+    """(data offset, bytes of voxels) as stored in the file, from its header; None if unknown.
+
+    The stored size comes from the header's own datatype: ITK reports the pixel type *after*
+    scl_slope / scl_inter are applied (float32 for a uint16 CT with intercept -1024), which is
+    not what the file holds.  A dimension of size 0 (ITK silently reads it as 1 and fills the
+    image with whatever follows the header) is refused.
+    """
+    header = _nifti_header(path, compressed)
+    if header is None:
+        return None
+    try:
+        shape = tuple(int(n) for n in header.get_data_shape())
+        itemsize = header.get_data_dtype().itemsize
+        offset = int(header.get_data_offset())
+    except Exception:  # noqa: BLE001 - an unknown datatype code, a negative dimension...
+        return None
+    if any(n == 0 for n in shape):
+        raise MedcadError(
+            f"the header describes an image with no voxels (size {' x '.join(map(str, shape))}); the file is corrupt",
+            path,
+        )
+    offset = max(offset, int(header.sizeof_hdr))  # vox_offset 0 in a .nii: data right after the header
+    return offset, int(np.prod(shape, dtype=np.float64)) * itemsize
+
+
+def _check_nifti(path: Path, itk_claimed: int) -> None:
+    """Refuse a NIfTI file that holds fewer voxel bytes than its header's dimensions and datatype say.
+
+    ``itk_claimed`` (what ITK will allocate) only serves when the header cannot be parsed here,
+    for the cheap compression-ratio test, where overstating by a rescale's float32 is harmless.
+    """
     size = path.stat().st_size
     with open(path, "rb") as handle:
         compressed = handle.read(2) == b"\x1f\x8b"
-    if compressed:
-        _check_compressed(path, size, claimed)  # cheap, and needs no header parsing
-    try:
-        import nibabel
-
-        with native_output_captured(), quiet_libraries("nibabel", "nibabel.global"):
-            header_image = nibabel.load(str(path))
-        offset = int(header_image.dataobj.offset)
-    except Exception:  # nibabel is stricter than ITK on odd headers (Analyze-like, damaged)
-        offset = None
+    layout = _nifti_layout(path, compressed)
+    if layout is None:  # ITK will say what is wrong with the header, if anything
+        if compressed:
+            _check_compressed(path, size, itk_claimed)
+        return
+    offset, claimed = layout
     if not compressed:
-        if size < (offset or 0) + claimed:
-            raise _truncated(path, max(size - (offset or 0), 0), claimed)
+        if size < offset + claimed:
+            raise _truncated(path, max(size - offset, 0), claimed)
         return
-    if offset is None:
-        return
+    _check_compressed(path, size, claimed)  # cheap: no inflating
     expected = offset + claimed
     # gzip: the last 4 bytes hold the uncompressed length (mod 2**32) of a single-member file
     with open(path, "rb") as handle:
@@ -208,10 +266,13 @@ def _inflated_size(path: Path, wanted: int) -> int:
 
 
 def check_data_size(path: Path, claimed: int) -> None:
-    """Refuse a file that cannot hold the ``claimed`` bytes of voxels its header describes."""
+    """Refuse a file that cannot hold the ``claimed`` bytes of voxels its header describes.
+
+    ``claimed`` is what ITK will allocate; NIfTI files are measured by their own header instead.
+    """
     ext = extension_of(path)
     if ext in (".nii", ".nii.gz"):
-        _check_nifti(path, claimed)
+        _check_nifti(path, claimed)  # measured by the header's own datatype: see _nifti_layout
         return
     if ext in (".nrrd", ".nhdr"):
         lines, header_length = _text_header(path, lambda line: line == "")
@@ -262,11 +323,47 @@ def _check_jpeg_complete(path: Path) -> None:
 
 def read_itk(path: str | os.PathLike) -> MedicalImage:
     """Read one NIfTI / NRRD / MetaImage / PNG / JPEG file with its geometry."""
+    path = Path(path)
+    with itk_file_names([path]) as (name,):
+        image, components = _read_with_itk(path, name)
     import SimpleITK as sitk
 
-    path = Path(path)
+    is_picture = extension_of(path) in PICTURE_EXTENSIONS
+    if image.GetDimension() == 4:
+        image = image[:, :, :, 0]
+    array = sitk.GetArrayFromImage(image)
+    rgb = components > 1
+    if rgb and components == 2:  # grey + alpha
+        array, rgb = array[..., 0], False
+    if rgb and components > 4:
+        raise MedcadError(f"pictures with {components} channels are not supported", path)
+    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise MedcadError(f"unsupported pixel type {array.dtype}", path)
+    geometry = Geometry.from_sitk(image)
+    modality = "OT" if rgb or is_picture else guess_modality(array)
+    metadata = {"format": extension_of(path).lstrip(".").upper(), "source_file": path.name}
+    if modality == "CT":
+        metadata["modality_source"] = "guessed from intensities (air near -1000 HU)"
+    return MedicalImage(
+        array=array,
+        geometry=geometry,
+        modality=modality,
+        name=_stem(path),
+        rgb=rgb,
+        metadata=metadata,
+    )
+
+
+def _read_with_itk(path: Path, name: str):
+    """(SimpleITK image, values per voxel) of ``path``, opened by SimpleITK as ``name``.
+
+    The header is read first, so that a file that cannot hold what it promises, or that
+    could not fit in memory, is refused before anything is allocated.
+    """
+    import SimpleITK as sitk
+
     reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
+    reader.SetFileName(name)
     with native_output_captured(), quiet_libraries():
         try:
             reader.ReadImageInformation()
@@ -306,29 +403,7 @@ def read_itk(path: str | os.PathLike) -> MedicalImage:
     if is_picture and any(word in complaint for word in _DECODER_COMPLAINTS):
         # libjpeg / libpng print their trouble and hand back a partly grey picture: refuse it
         raise MedcadError("the file is truncated or corrupt (the picture data is damaged)", path)
-    if image.GetDimension() == 4:
-        image = image[:, :, :, 0]
-    array = sitk.GetArrayFromImage(image)
-    rgb = components > 1
-    if rgb and components == 2:  # grey + alpha
-        array, rgb = array[..., 0], False
-    if rgb and components > 4:
-        raise MedcadError(f"pictures with {components} channels are not supported", path)
-    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
-        raise MedcadError(f"unsupported pixel type {array.dtype}", path)
-    geometry = Geometry.from_sitk(image)
-    modality = "OT" if rgb or is_picture else guess_modality(array)
-    metadata = {"format": extension_of(path).lstrip(".").upper(), "source_file": path.name}
-    if modality == "CT":
-        metadata["modality_source"] = "guessed from intensities (air near -1000 HU)"
-    return MedicalImage(
-        array=array,
-        geometry=geometry,
-        modality=modality,
-        name=_stem(path),
-        rgb=rgb,
-        metadata=metadata,
-    )
+    return image, components
 
 
 def _stem(path: Path) -> str:

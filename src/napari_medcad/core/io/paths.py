@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import struct
 import sys
 import tempfile
 import threading
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator, Sequence
 
 from ..errors import MedcadError
 
@@ -78,9 +80,44 @@ def has_dicom_preamble(path: str | os.PathLike) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
+#: the value representations an explicit-VR data element can start with
+_VRS = {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"OB", b"OD",
+        b"OF", b"OL", b"OV", b"OW", b"PN", b"SH", b"SL", b"SQ", b"SS", b"ST", b"SV", b"TM", b"UC", b"UI",
+        b"UL", b"UN", b"UR", b"US", b"UT", b"UV"}
+
+
+def has_dicom_start(path: str | os.PathLike) -> bool:
+    """True if the file begins like a DICOM data set stored without preamble and file meta.
+
+    Older exports and some PACS write the bare data set: no 128-byte preamble, no 'DICM', often
+    no extension.  Such a file starts with its lowest element, a tag of group 0x0002 (file meta)
+    or 0x0008 (SOP class, image type...), followed by an explicit VR or, for implicit VR, a
+    length that fits in the file.  Random bytes pass both tests about once in ten million.
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+            size = os.fstat(handle.fileno()).st_size
+    except OSError:
+        return False
+    if len(head) < 8:
+        return False
+    for order in ("<", ">"):
+        group, element = struct.unpack(order + "HH", head[:4])
+        if group not in (0x0002, 0x0008) or element > 0x1FFF:
+            continue
+        if head[4:6] in _VRS:
+            return True
+        (length,) = struct.unpack(order + "I", head[4:8])
+        if order == "<" and length <= size - 8:  # implicit VR is always little-endian
+            return True
+    return False
+
+
 def looks_like_dicom(path: str | os.PathLike) -> bool:
+    """A DICOM extension, the Part 10 'DICM' marker, or a bare data set's first element."""
     path = Path(path)
-    return extension_of(path) in DICOM_EXTENSIONS or has_dicom_preamble(path)
+    return extension_of(path) in DICOM_EXTENSIONS or has_dicom_preamble(path) or has_dicom_start(path)
 
 
 def iter_folder_files(folder: Path, limit: int | None = None):
@@ -110,7 +147,7 @@ def folder_is_empty(folder: str | os.PathLike) -> bool:
 
 def folder_has_dicom(folder: str | os.PathLike) -> bool:
     """Cheap test used by the napari reader to claim or decline a folder."""
-    return any(has_dicom_preamble(p) for p in iter_folder_files(Path(folder), _FOLDER_PEEK))
+    return any(has_dicom_preamble(p) or has_dicom_start(p) for p in iter_folder_files(Path(folder), _FOLDER_PEEK))
 
 
 def is_supported_path(path: str | os.PathLike) -> bool:
@@ -121,7 +158,7 @@ def is_supported_path(path: str | os.PathLike) -> bool:
     ext = extension_of(path)
     if ext in ITK_EXTENSIONS + TIFF_EXTENSIONS + PICTURE_EXTENSIONS + DICOM_EXTENSIONS:
         return True
-    return path.is_file() and has_dicom_preamble(path)
+    return path.is_file() and (has_dicom_preamble(path) or has_dicom_start(path))
 
 
 def check_memory(n_bytes: int, path: str | os.PathLike) -> None:
@@ -136,6 +173,82 @@ def check_memory(n_bytes: int, path: str | os.PathLike) -> None:
             f"memory ({total / 2**30:.1f} GiB); the file is corrupt or too large",
             path,
         )
+
+
+# ------------------------------------------------------------------------------------------
+# file names SimpleITK can take
+
+#: formats whose header names a separate data file, found beside the header's own name
+_DETACHED_HEADER_EXTENSIONS = (".nhdr", ".mhd")
+
+
+def itk_can_take(name: str) -> bool:
+    """Whether SimpleITK can be given ``name``: it must be encodable as UTF-8.
+
+    A file name that is not valid UTF-8 (a Latin-1 name from an old export or a zip archive)
+    reaches Python as a str with surrogate escapes; SimpleITK's wrapping cannot convert it and
+    aborts the whole process (std::logic_error) or raises TypeError.
+    """
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+@contextmanager
+def itk_file_names(paths: Sequence[str | os.PathLike]) -> Iterator[list[str]]:
+    """Names under which SimpleITK can open (or write) ``paths``, valid while the block runs.
+
+    Every path handed to SimpleITK goes through here.  A path SimpleITK can take is passed
+    as it is; any other is reached through a symbolic link with a UTF-8 name in a private
+    temporary folder (removed afterwards): a link to its folder when only the folder's name
+    is the problem (so a detached header still finds its data file beside it), else a link
+    to the file itself with the same extension (ITK picks its reader by the extension).  A
+    detached header (.nhdr, .mhd) whose own name is not UTF-8 cannot be read that way, as
+    the header names its data file relative to itself: that is refused in one line.
+    """
+    names = [os.fspath(p) for p in paths]
+    if all(itk_can_take(name) for name in names):
+        yield names
+        return
+    with tempfile.TemporaryDirectory(prefix="medcad-itk-") as alias_folder:
+        if not itk_can_take(alias_folder):
+            raise MedcadError("its name is not valid UTF-8 text, which the image library cannot open; rename it",
+                              names[0])
+        folders: dict[str, str] = {}
+        yield [_itk_alias(name, alias_folder, index, folders) for index, name in enumerate(names)]
+
+
+def _itk_alias(name: str, alias_folder: str, index: int, folders: dict[str, str]) -> str:
+    """``name`` itself, or a name through a link in ``alias_folder`` (see :func:`itk_file_names`)."""
+    if itk_can_take(name):
+        return name
+    absolute = os.path.abspath(name)
+    folder, base = os.path.split(absolute)
+    try:
+        if itk_can_take(base):
+            if folder not in folders:
+                folders[folder] = os.path.join(alias_folder, f"folder{len(folders)}")
+                os.symlink(folder, folders[folder])
+            return os.path.join(folders[folder], base)
+        ext = extension_of(base)
+        if ext in _DETACHED_HEADER_EXTENSIONS:
+            raise MedcadError(
+                "its name is not valid UTF-8 text, which the image library cannot open, and a header "
+                "with a separate data file cannot be read under another name; rename it",
+                name,
+            )
+        suffix = base[-len(ext):] if ext and itk_can_take(base[-len(ext):]) else ""
+        alias = os.path.join(alias_folder, f"file{index}{suffix}")
+        os.symlink(absolute, alias)
+        return alias
+    except OSError as err:  # a file system without symbolic links
+        raise MedcadError(
+            f"its name is not valid UTF-8 text, which the image library cannot open ({err.strerror or err}); "
+            "rename it",
+            name,
+        ) from None
 
 
 # ------------------------------------------------------------------------------------------
