@@ -130,6 +130,21 @@ def test_same_names_get_unique_safe_case_folders(tmp_path, run_cli, model):
     assert rows == []  # no bright blob, no finding; the table still has its header
 
 
+def test_a_case_that_cannot_be_written_fails_alone(tmp_path, run_cli, model):
+    image = sitk.GetImageFromArray(np.full((8, 24, 24), -900, np.int16))
+    inputs = [tmp_path / "first.nii.gz", tmp_path / "second.nii.gz"]
+    for path in inputs:
+        sitk.WriteImage(image, str(path))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "first").write_text("a file where the case's folder goes")
+    result = run_cli("predict", *map(str, inputs), "--model", str(model), "--out", str(out), "--quiet")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if "first" in line]
+    assert line.startswith("napari-medcad predict: first: cannot write")
+    assert (out / "second" / "findings.csv").is_file()
+
+
 @pytest.mark.parametrize("given, expected", [
     ("/data/CT scan 01.nii.gz", "CT_scan_01"),
     ("../../etc/passwd", "passwd"),
@@ -195,3 +210,38 @@ def test_rescore_flag_defaults_to_the_cards_advice(flags, expected):
     parser = argparse.ArgumentParser()
     arguments(parser)
     assert parser.parse_args(["ct.nii.gz", "--out", "out", *flags]).rescore is expected
+
+
+def test_predict_reports_reader_notes_and_reads_names_that_are_not_utf8(tmp_path, run_cli, model):
+    """A series with a missing slice is resampled (so findings keep their world positions) and the
+    user is told, on stderr and in report.json; a file name that is not UTF-8 no longer aborts
+    the whole batch inside SimpleITK."""
+    import os
+
+    source = blob_volume()
+    files = write_series(source, tmp_path / "series gap", description="chest")
+    files[1].unlink()  # slice 1 of 8 missing: the slices after it were placed 1.3 mm off
+    plain = tmp_path / "plain.nii.gz"
+    sitk.WriteImage(source, str(plain))
+    latin1 = os.fsencode(tmp_path) + b"/\xe9t\xe9.nii.gz"
+    try:
+        os.rename(os.fsencode(plain), latin1)
+    except OSError:
+        pytest.skip("this file system refuses names that are not UTF-8")
+    out = tmp_path / "out"
+
+    result = run_cli("predict", os.fsdecode(latin1), str(tmp_path / "series gap"), "--model", str(model),
+                     "--out", str(out), "--device", "cpu", "--quiet", timeout=240)
+
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["series_gap", "t"]
+    notes = [line for line in result.stderr.splitlines() if line.startswith("series_gap: note: ")]
+    assert len(notes) == 1 and "not evenly spaced" in notes[0], result.stderr
+    report = json.loads((out / "series_gap" / "report.json").read_text())
+    assert len(report["notes"]) == 1 and "resampled to 8 slices" in report["notes"][0]
+    assert json.loads((out / "t" / "report.json").read_text())["notes"] == []
+    expected = sorted(source.TransformIndexToPhysicalPoint(index) for index in BLOB_INDEX_XYZ)
+    for case in ("series_gap", "t"):
+        _, rows = read_rows(out / case / "findings.csv")
+        found = sorted(tuple(float(row[k]) for k in ("coordX", "coordY", "coordZ")) for row in rows)
+        np.testing.assert_allclose(np.array(found), np.array(expected), atol=0.4, err_msg=case)

@@ -2,6 +2,8 @@
 
 For each input, ``DIR/<case>/`` gets ``findings.csv`` (LUNA16 submission columns first, world
 mm), ``labels.nii.gz`` (when the model gives masks, on the source grid) and ``report.json``.
+What the reader had to assume or change (a series resampled over a gap, files left out...) is
+printed on stderr, one line per note, and kept in the report's ``notes``.
 ``<case>`` comes from the file or folder name only (never from DICOM tags, which may name the
 patient).  A bad case is reported in one line and skipped; the exit status is then 2.
 """
@@ -15,9 +17,13 @@ import re
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 
 from ..cli import EXIT_USER_ERROR, command
+
+#: a case failed on a bug, not on its input (set NAPARI_MEDCAD_DEBUG=1 for the traceback)
+EXIT_INTERNAL_ERROR = 1
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -85,7 +91,7 @@ def predict_case(image, card, case: str, out_dir: Path, device: str, progress=No
     """Run ``card`` on ``image`` and write the case folder; returns the report written."""
     from ..core.atomic import write_text
     from ..core.inference.run import run_model
-    from ..core.io import write_image
+    from ..core.io import reader_notes, write_image
 
     result = run_model(image, card, device=device, progress=progress, rescore=rescore)
     folder = out_dir / case
@@ -98,7 +104,8 @@ def predict_case(image, card, case: str, out_dir: Path, device: str, progress=No
         written.insert(1, "labels.nii.gz")
     elif labels_path.exists():  # from an earlier run with another model: would not match these findings
         labels_path.unlink()
-    report = {"case": case, **result.report, "files": written}
+    report = {"case": case, **result.report, "notes": reader_notes(image) + result.report.get("notes", []),
+              "files": written}
     # the image's own name may be a DICOM series description (free text that can name the
     # patient): the report names the case by its sanitised file name only
     report["image"] = {**report.get("image", {}), "name": case}
@@ -140,7 +147,7 @@ def _warm_up(graph: bool) -> None:
 
 def _predict_all(args: argparse.Namespace, card, warm: threading.Thread) -> int:
     from ..core.errors import MedcadError
-    from ..core.io import read_image
+    from ..core.io import read_image, reader_notes
 
     out_dir = Path(args.out)
     try:
@@ -148,11 +155,14 @@ def _predict_all(args: argparse.Namespace, card, warm: threading.Thread) -> int:
     except OSError as err:
         raise MedcadError(f"cannot create the output folder ({err.strerror or err})", out_dir) from None
 
-    failed = 0
+    failed = crashed = 0
     for source, case in zip(args.inputs, unique_case_names(args.inputs)):
         started = time.perf_counter()
         try:
             image = read_image(source)
+            read_notes = reader_notes(image)
+            for note in read_notes:  # the user must know the image is not quite the file
+                print(f"{case}: note: {note}", file=sys.stderr, flush=True)
             warm.join()  # the first image is read: the model's imports finish first
             report = predict_case(image, card, case, out_dir, args.device, _StderrProgress(case, args.quiet),
                                   rescore=args.rescore)
@@ -164,7 +174,21 @@ def _predict_all(args: argparse.Namespace, card, warm: threading.Thread) -> int:
             failed += 1
             print(f"napari-medcad predict: {case}: {source}: not enough memory", file=sys.stderr, flush=True)
             continue
+        except OSError as err:  # writing the case's folder: a file in its place, a full disk
+            failed += 1
+            print(f"napari-medcad predict: {case}: cannot write {out_dir / case} ({err.strerror or err})",
+                  file=sys.stderr, flush=True)
+            continue
+        except Exception as err:  # noqa: BLE001 - a bug in one case must not cost the others theirs
+            crashed += 1
+            print(f"napari-medcad predict: {case}: internal error, please report it: {type(err).__name__}: "
+                  f"{str(err).splitlines()[0] if str(err) else ''}", file=sys.stderr, flush=True)
+            if os.environ.get("NAPARI_MEDCAD_DEBUG"):
+                traceback.print_exc()
+            continue
+        for note in report["notes"][len(read_notes):]:  # the run's own: an empty mask, memory fallbacks...
+            print(f"{case}: note: {note}", file=sys.stderr, flush=True)
         print(f"{case}: {report['findings']} findings in {time.perf_counter() - started:.1f} s -> {out_dir / case}",
               flush=True)
-    return EXIT_USER_ERROR if failed else 0
+    return EXIT_INTERNAL_ERROR if crashed else EXIT_USER_ERROR if failed else 0
 
