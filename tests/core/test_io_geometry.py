@@ -290,6 +290,21 @@ def test_nifti_with_scaling_is_read_with_its_values(tmp_path, dtype, slope, inte
         np.testing.assert_allclose(image.index_to_world(index_xyz[::-1]), lps, atol=1e-4)
 
 
+@pytest.mark.parametrize("shape", [(20, 16, 6), (20, 16, 6, 1), (20, 16)])
+@pytest.mark.parametrize("ext", [".nii", ".nii.gz"])
+def test_nan_voxels_of_a_nifti_stay_nan(tmp_path, shape, ext):
+    """ITK's NIfTI reader turns NaN into 0, which would pass for a value (soft tissue in HU)."""
+    nibabel = pytest.importorskip("nibabel")
+    data = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    data[(3, 5, 1)[:2] + (0,) * (len(shape) - 2)] = np.nan
+    path = tmp_path / f"with_nan{ext}"
+    nibabel.save(nibabel.Nifti1Image(data, np.eye(4)), str(path))
+    image = read_image(path)
+    expected = data[..., 0] if len(shape) == 4 else data
+    np.testing.assert_array_equal(np.isnan(image.array), np.isnan(expected).T)
+    assert np.isnan(image.array).sum() == 1
+
+
 def test_truncated_nifti_with_scaling_is_still_refused(tmp_path):
     nibabel = pytest.importorskip("nibabel")
     from napari_medcad.core import MedcadError

@@ -339,6 +339,8 @@ def read_itk(path: str | os.PathLike) -> MedicalImage:
         raise MedcadError(f"pictures with {components} channels are not supported", path)
     if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
         raise MedcadError(f"unsupported pixel type {array.dtype}", path)
+    if np.issubdtype(array.dtype, np.floating) and extension_of(path) in (".nii", ".nii.gz"):
+        _restore_nifti_nans(path, array)
     geometry = Geometry.from_sitk(image)
     modality = "OT" if rgb or is_picture else guess_modality(array)
     metadata = {"format": extension_of(path).lstrip(".").upper(), "source_file": path.name}
@@ -404,6 +406,27 @@ def _read_with_itk(path: Path, name: str):
         # libjpeg / libpng print their trouble and hand back a partly grey picture: refuse it
         raise MedcadError("the file is truncated or corrupt (the picture data is damaged)", path)
     return image, components
+
+
+def _restore_nifti_nans(path: Path, array: np.ndarray) -> None:
+    """Put back the NaN voxels of a floating-point NIfTI file, which ITK's reader turns into 0.
+
+    NaN marks "no value" (outside a mask, a failed fit); as 0 it would pass for a measurement
+    (soft tissue, in HU), and no later check could tell.  nibabel reads the voxels as stored;
+    only files whose own datatype is floating point can hold NaN, so others are not read twice.
+    """
+    header = _nifti_header(path, extension_of(path) == ".nii.gz")
+    if header is None or header.get_data_dtype().kind != "f":
+        return
+    import nibabel
+
+    with quiet_libraries("nibabel", "nibabel.global"):
+        stored = np.asanyarray(nibabel.load(str(path)).dataobj)
+    while stored.ndim > array.ndim:  # a 4-D file: its first volume, as read_itk takes
+        stored = stored[..., 0]
+    nans = np.isnan(stored).T  # nibabel's x, y, z; the array's z, y, x
+    if nans.shape == array.shape and nans.any():
+        array[nans] = np.nan
 
 
 def _stem(path: Path) -> str:
