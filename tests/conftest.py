@@ -22,6 +22,26 @@ REAL_FILES = ("lung1_image.nrrd", "lung1_label.nrrd", "brain1_image.nrrd", "brai
 CLI_TIMEOUT_S = 60
 
 
+#: the user's own folders and files, which no test may read or write: scratch ones for the session
+USER_PLACES = {"NAPARI_MEDCAD_MODELS": "models", "NAPARI_MEDCAD_REVIEWS": "reviews",
+               "NAPARI_MEDCAD_TRUST": "trusted.json"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def scratch_user_places(tmp_path_factory):
+    """Point the user model folder, the reviews folder and the TorchScript trust list at scratch
+    places (tests that need their own set them again with monkeypatch; CLI subprocesses inherit)."""
+    root = tmp_path_factory.mktemp("user")
+    before = {name: os.environ.get(name) for name in USER_PLACES}
+    os.environ.update({name: str(root / place) for name, place in USER_PLACES.items()})
+    yield root
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture(scope="session")
 def real_data() -> Path:
     """The folder of real scans; the test is skipped when it is absent."""

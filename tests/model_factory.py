@@ -3,6 +3,10 @@
 It is a real model folder as a user would supply one (card.yaml + TorchScript file): the card
 windows the image to 0..1 and the network turns voxels above 0.5 into high logits, so every
 bright blob (above ``level`` HU) becomes one finding where the blob is.  Only tests import it.
+
+TorchScript runs only when the user trusts the file (core/models/trust.py), so the model is put
+on the trust list, which tests/conftest.py points at a scratch file for the session (never a real
+user's; subprocesses of the CLI inherit it).
 """
 
 from __future__ import annotations
@@ -10,9 +14,17 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def trust_for_tests(path: Path, model: str = "test") -> str:
+    """Trust a TorchScript file (on the session's scratch trust list); its digest."""
+    from napari_medcad.core.models.trust import trust
+
+    return trust(Path(path), model)
+
+
 def write_bright_blob_model(folder: Path, *, name: str = "bright-blobs", dims: int = 3, level: float = 500.0,
                             width: float = 1000.0, roi_size_zyx=(8, 32, 32), min_diameter_mm: float = 0.0,
-                            modality: str = "CT") -> Path:
+                            modality: str = "CT", trusted: bool = True) -> Path:
+    """Write the model folder; ``trusted`` also puts its TorchScript file on the trust list."""
     import torch
 
     from napari_medcad.core.models.card import ModelCard
@@ -36,4 +48,6 @@ def write_bright_blob_model(folder: Path, *, name: str = "bright-blobs", dims: i
         inference={"roi_size_zyx": roi, "overlap": 0.25, "batch_size": 2},
         license="CC0-1.0",
     )
+    if trusted:
+        trust_for_tests(folder / "model.ts", name)
     return card.save(folder / "card.yaml")

@@ -3,13 +3,27 @@ that ships with this package (never by code stored in a checkpoint).
 
 ``{"name": "monai:UNet", "params": {...}}`` builds a class of ``monai.networks.nets``;
 other names are this package's own networks, registered with :func:`register`.
+
+A MONAI network named by a user's card or bundle must not reach outside the process while it
+is built: some MONAI constructors download weights (``pretrained=True``, HoVerNet's
+``pretrained_url``, which also reads ``file://`` URLs) or read files (CellSamWrapper's
+``checkpoint``), and ``monai.networks.nets`` also exports functions that download.  So only
+``torch.nn.Module`` classes are built, arguments that would fetch or read something are refused,
+``pretrained`` is forced off, and the few classes that fetch whatever their arguments are refused.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable
 
 from ...errors import MedcadError
+from ..configfile import cut
+
+#: MONAI classes that download or read files in their constructor whatever their arguments
+UNSAFE_MONAI_CLASSES = {"Transchex", "CellSamWrapper"}
+#: argument names that name something to download or read (refused when true or given a text/list)
+FETCHING_ARGUMENT = re.compile(r"pretrain|url|download|checkpoint_?path|^checkpoint$|cache|file|_path$|_dir$|hub")
 
 _BUILDERS: dict[str, Callable[..., Any]] = {}
 
@@ -33,25 +47,59 @@ def _import_builtin_networks() -> None:
         importlib.import_module(f"{__name__}.{module.name}")
 
 
-def build(architecture: dict[str, Any]):
+def _fetches(name: str, value: Any) -> bool:
+    """Whether argument ``name`` = ``value`` would make a constructor download or read a file."""
+    names_something = value is True or (isinstance(value, (str, list, dict)) and len(value) > 0)
+    return names_something and bool(FETCHING_ARGUMENT.search(name.lower()))  # numbers (cache sizes) pass
+
+
+def monai_network(class_name: str, params: dict[str, Any], path=None):
+    """``monai.networks.nets.<class_name>(**params)``, within the rules of the module docstring;
+    any failure is one MedcadError (naming ``path``, the card or config, if given)."""
+    import inspect
+
+    import torch
+    from monai.networks import nets
+
+    target = getattr(nets, class_name, None) if class_name.isidentifier() else None
+    if target is None:
+        raise MedcadError(f"unknown MONAI network '{cut(class_name, 60)}' (a class of monai.networks.nets)", path)
+    if not (inspect.isclass(target) and issubclass(target, torch.nn.Module)):
+        raise MedcadError(f"refused: monai.networks.nets.{class_name} is not a network class", path)
+    if any(issubclass(target, getattr(nets, unsafe)) for unsafe in UNSAFE_MONAI_CLASSES if hasattr(nets, unsafe)):
+        raise MedcadError(f"refused: MONAI's {class_name} downloads or reads files when it is built", path)
+    for name, value in params.items():
+        if _fetches(name, value):
+            raise MedcadError(f"refused: argument '{cut(name, 40)}' of {class_name} would download or read "
+                              "weights; the card's or bundle's own weights file is loaded instead", path)
+    params = dict(params)
+    try:
+        if "pretrained" in inspect.signature(target).parameters:
+            params["pretrained"] = False  # some default to True (EfficientNetBN) and download
+    except (TypeError, ValueError):
+        pass
+    try:
+        return target(**params)
+    except Exception as err:  # MONAI checks arguments with asserts, ValueError, TypeError, KeyError...
+        reason = cut(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__, 160)
+        raise MedcadError(f"cannot build {class_name} from the given arguments ({reason})", path) from None
+
+
+def build(architecture: dict[str, Any], path=None):
     """A freshly initialised network for a card's ``architecture`` entry."""
     name = str(architecture.get("name", ""))
-    params = dict(architecture.get("params", {}))
+    params = architecture.get("params") or {}
+    if not isinstance(params, dict):
+        raise MedcadError(f"the parameters of network '{cut(name, 60)}' must be a mapping", path)
     if name.startswith("monai:"):
-        from monai.networks import nets
-
-        class_name = name.removeprefix("monai:")
-        if "." in class_name or not hasattr(nets, class_name):
-            raise MedcadError(f"unknown MONAI network '{class_name}'")
-        builder = getattr(nets, class_name)
-    else:
-        if name not in _BUILDERS:
-            _import_builtin_networks()
-        if name not in _BUILDERS:
-            known = ", ".join(sorted(_BUILDERS)) or "none"
-            raise MedcadError(f"unknown network '{name}' (known: {known}, or monai:<ClassName>)")
-        builder = _BUILDERS[name]
+        return monai_network(name.removeprefix("monai:"), params, path)
+    if name not in _BUILDERS:
+        _import_builtin_networks()
+    if name not in _BUILDERS:
+        known = ", ".join(sorted(_BUILDERS)) or "none"
+        raise MedcadError(f"unknown network '{cut(name, 60)}' (known: {known}, or monai:<ClassName>)", path)
     try:
-        return builder(**params)
-    except (TypeError, ValueError) as err:
-        raise MedcadError(f"cannot build network '{name}' ({err})") from None
+        return _BUILDERS[name](**params)
+    except Exception as err:  # the card's parameters are user input: any failure is theirs
+        reason = cut(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__, 160)
+        raise MedcadError(f"cannot build network '{name}' ({reason})", path) from None
