@@ -562,3 +562,4 @@ def test_names_that_are_not_utf8_on_the_command_line(not_utf8_path, tmp_path, ru
         result = run_cli("info", str(bad))
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
         assert len(result.stderr.splitlines()) == 1, result.stderr
+        assert r"\xe9" in result.stderr and r"\udce9" not in result.stderr  # the odd byte, shown readably

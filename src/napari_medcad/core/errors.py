@@ -20,7 +20,17 @@ class MedcadError(Exception):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.reason}" if self.path else self.reason
+        return f"{shown_path(self.path)}: {self.reason}" if self.path else self.reason
+
+
+def shown_path(path: str | os.PathLike) -> str:
+    """A path as a person can read it: a name that is not UTF-8 (an old Latin-1 export) shows its
+    odd bytes as ``\xe9`` instead of the lone surrogates Python keeps for them, which terminals
+    and Qt cannot print."""
+    name = os.fspath(path)
+    if isinstance(name, bytes):
+        return name.decode("utf-8", "backslashreplace")
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 class Cancelled(Exception):
