@@ -214,3 +214,253 @@ def test_a_reviews_folder_the_session_makes_is_private(tmp_path):
     session = ReviewSession.start(model_findings(), "sig-A", tmp_path / "reviews" / "review.json")
     session.accept(1)
     assert (tmp_path / "reviews").stat().st_mode & 0o077 == 0  # readers' notes may name a patient
+
+
+# mask voxels, batches, failed saves, damaged files, other writers, restart ------------------------------
+from napari_medcad.core import review as review_module  # noqa: E402
+from napari_medcad.core.review import MaskPatch  # noqa: E402
+
+
+def cube(value, corner=(3, 20, 30), size=5):
+    """A stroke as napari records it: (voxel indices, values before, values after)."""
+    indices = tuple(np.mgrid[tuple(slice(c, c + size) for c in corner)].reshape(3, -1))
+    return indices, np.zeros(len(indices[0]), np.uint8), np.full(len(indices[0]), value, np.uint8)
+
+
+def test_a_mask_patch_is_compact_and_exact():
+    patch = MaskPatch.of([cube(9)])
+    encoded = patch.to_dict()
+    assert len(json.dumps(encoded)) < 400  # a 125-voxel nodule: a few hundred bytes in the file
+    again = MaskPatch.from_dict(json.loads(json.dumps(encoded)))
+    labels = np.zeros((40, 60, 60), np.uint8)
+    again.apply(labels)
+    assert (labels == 9).sum() == 125 and labels[3:8, 20:25, 30:35].min() == 9
+    again.apply(labels, undoing=True)
+    assert not labels.any()
+
+
+def test_a_voxel_written_twice_keeps_its_first_value_before_and_its_last_after():
+    first = cube(9, size=3)
+    second = (first[0], np.full(27, 9, np.uint8), np.full(27, 4, np.uint8))
+    undone = (tuple(i[:1] for i in first[0]), np.array([4], np.uint8), np.array([0], np.uint8))  # back to 0
+    patch = MaskPatch.of([first, second, undone])
+    assert patch.changed.sum() == 26 and set(patch.before) == {0} and set(patch.after) == {4}
+    assert MaskPatch.of([first, (first[0], first[2], first[1])]) is None  # painted and erased again
+
+
+def test_mask_edits_are_saved_with_their_action_and_restored(session):
+    with session.batch(MaskPatch.of([cube(9)])):
+        session.add(GEOMETRY.index_to_world(np.array([5.0, 22.0, 32.0])), 4.0, mask_value=9)
+    trim = MaskPatch.of([(tuple(np.array([[1], [10], [5]])), np.array([1], np.uint8), np.array([0], np.uint8))])
+    with session.batch(trim):
+        session.edit_mask(1)
+    assert [a.kind for a in session.history] == ["add", "mask"] and session.findings[1].status == Status.EDITED
+    model_masks = np.zeros((40, 300, 300), np.uint8)
+    model_masks[1, 10, 5] = 1
+    again = reopened(session)
+    edited = again.apply_mask_edits(model_masks)
+    assert (edited == 9).sum() == 125 and edited[1, 10, 5] == 0 and model_masks[1, 10, 5] == 1
+    again.undo()  # the trim is undone: its voxels are no longer among the edits
+    assert reopened(again).apply_mask_edits(model_masks)[1, 10, 5] == 1
+
+
+def test_a_batch_is_one_action_heard_once_undone_and_saved_as_one(session):
+    heard = []
+    session.listeners.append(heard.append)
+    added = session.add(GEOMETRY.index_to_world(np.array([2.0, 2.0, 2.0])))
+    with session.batch():
+        session.remove(2)
+        session.remove(added.id)
+    assert len(heard) == 2 and heard[-1].kind == "batch" and [p.kind for p in heard[-1].parts] == ["reject", "remove"]
+    again = reopened(session)
+    assert len(again.history) == 2 and again.findings[2].status == Status.REJECTED
+    again.undo()  # one undo takes back both
+    assert again.findings[2].status == Status.PENDING and added.id in {f.id for f in again.findings}
+    assert len(reopened(again).history) == 1
+    again.redo()
+    assert again.findings[2].status == Status.REJECTED and added.id not in {f.id for f in again.findings}
+    assert again.decisions()[2]["action"] == "reject"
+
+
+def state_of(session):
+    return ([f.to_dict() for f in session.findings], [a.to_dict() for a in session.history],
+            [a.to_dict() for a in session.redo_stack])
+
+
+@pytest.fixture
+def failing_saves(monkeypatch):
+    """Saves fail (a full disk, a read-only folder) while ``failing`` holds True."""
+    failing = [True]
+    real = review_module.write_text
+
+    def write_text(path, text, durable=False):
+        if failing[0]:
+            raise OSError(28, "No space left on device")
+        return real(path, text, durable=durable)
+
+    monkeypatch.setattr(review_module, "write_text", write_text)
+    return failing
+
+
+def test_an_action_whose_save_fails_is_taken_back(session, failing_saves):
+    failing_saves[0] = False
+    session.accept(1)
+    session.add(GEOMETRY.index_to_world(np.array([2.0, 2.0, 2.0])))
+    session.undo()  # something to redo
+    heard = []
+    session.listeners.append(heard.append)
+    failing_saves[0] = True
+    before = state_of(session)
+    for act in (lambda: session.reject(2), session.undo, session.redo,
+                lambda: session.add(GEOMETRY.index_to_world(np.array([3.0, 3.0, 3.0]))),
+                lambda: session.move(3, GEOMETRY.index_to_world(np.array([3.0, 3.0, 3.0])))):
+        with pytest.raises(MedcadError, match="could not save the review"):
+            act()
+        assert state_of(session) == before and not heard
+    with pytest.raises(MedcadError, match="could not save"):
+        with session.batch(MaskPatch.of([cube(9)])):
+            session.remove(4)
+            session.remove(5)
+    assert state_of(session) == before and not heard
+    failing_saves[0] = False
+    session.set_note(1, "saved")  # a later save writes only what was done
+    assert [a.kind for a in reopened(session).history] == ["accept", "note"]
+    assert state_of(reopened(session))[0] == state_of(session)[0]
+
+
+def test_a_failure_inside_a_batch_takes_back_its_parts(session):
+    with pytest.raises(MedcadError, match="no finding 99"):
+        with session.batch():
+            session.reject(1)
+            session.reject(99)
+    assert session.findings[1].status == Status.PENDING and not session.history
+    assert reopened(session).findings[1].status == Status.PENDING
+
+
+def test_a_rejected_finding_stays_rejected_when_edited(session):
+    session.reject(1)
+    assert session.set_label(1, "mass").status == Status.REJECTED
+    assert session.move(1, GEOMETRY.index_to_world(np.array([1.0, 11.0, 5.0]))).status == Status.REJECTED
+    assert session.resize(1, 9.0).status == Status.REJECTED
+    assert session.edit_mask(1).status == Status.REJECTED
+    session.accept(2)
+    assert session.edit_mask(2).status == Status.EDITED
+    assert reopened(session).findings[1].status == Status.REJECTED
+
+
+def test_moving_a_finding_moves_its_box(tmp_path):
+    findings = model_findings(2)
+    findings.items[0].bbox_index_zyx = ((0, 8, 3), (3, 13, 8))
+    session = ReviewSession.start(findings, "sig-A", tmp_path / "review.json")
+    moved = session.move(1, GEOMETRY.index_to_world(np.array([2.0, 14.2, 5.0])))  # 1 slice, 4.2 rows
+    assert moved.bbox_index_zyx == ((1, 12, 3), (4, 17, 8))
+    boxed = session.move(1, GEOMETRY.index_to_world(np.array([2.0, 14.0, 5.0])), ((1, 10, 1), (4, 19, 9)))
+    assert boxed.bbox_index_zyx == ((1, 10, 1), (4, 19, 9))
+    session.undo()
+    session.undo()
+    assert session.findings[1].bbox_index_zyx == ((0, 8, 3), (3, 13, 8))
+
+
+def damage(data, how):
+    if how == "version":
+        data["version"] = "abc"
+    elif how == "findings":
+        data["findings"] = None
+    elif how == "id":
+        data["findings"]["items"][0]["id"] = "x"
+    elif how == "duplicate":
+        data["findings"]["items"].append(dict(data["findings"]["items"][0]))
+    elif how == "history":
+        data["history"] = [None]
+    elif how == "before":
+        data["history"][0]["before"] = {"id": 1}
+    elif how == "voxels":
+        data["history"][0]["voxels"]["changed"] = "not base64 zlib"
+    elif how == "centre":
+        data["findings"]["items"][0]["centre_world_mm"] = None
+    return data
+
+
+@pytest.mark.parametrize("how", ["version", "findings", "id", "duplicate", "history", "before", "voxels", "centre"])
+def test_damaged_review_files_are_refused_in_one_line_and_left_alone(session, how):
+    with session.batch(MaskPatch.of([cube(9)])):
+        session.accept(1)
+    text = json.dumps(damage(json.loads(session.path.read_text()), how))
+    session.path.write_text(text)
+    for load in (lambda: ReviewSession.open(session.path, "sig-A"),
+                 lambda: ReviewSession.start(model_findings(), "sig-A", session.path)):
+        with pytest.raises(MedcadError, match="damaged") as refusal:
+            load()
+        assert "\n" not in str(refusal.value)
+    assert session.path.read_text() == text
+    assert not ReviewSession.saved_findings_match(model_findings(), session.path)
+
+
+def test_a_second_writer_is_refused_instead_of_overwriting(session):
+    other = ReviewSession.start(model_findings(), "sig-A", session.path)  # the same image in a second window
+    session.accept(1)
+    with pytest.raises(MedcadError, match="changed by another window") as refusal:
+        other.reject(2)
+    assert "reopen" in str(refusal.value)
+    assert other.findings[2].status == Status.PENDING  # taken back, as any failed save
+    saved = reopened(session)
+    assert saved.findings[1].status == Status.ACCEPTED and saved.findings[2].status == Status.PENDING
+    later = os.path.getmtime(session.path) + 10
+    os.utime(session.path, (later, later))  # touched (a backup tool), not changed: still ours to write
+    session.reject(3)
+    assert reopened(session).findings[3].status == Status.REJECTED
+
+
+def test_restart_sets_the_saved_review_aside_and_begins_again(session):
+    session.accept(1)
+    fresh = ReviewSession.start(model_findings(), "sig-A", session.path, restart=True)
+    assert not fresh.history and fresh.findings[1].status == Status.PENDING
+    aside = [p for p in session.path.parent.iterdir() if ".replaced-" in p.name]
+    assert len(aside) == 1 and aside[0].name.startswith("review.replaced-") and aside[0].name.endswith(".json")
+    assert ReviewSession.open(aside[0], "sig-A").findings[1].status == Status.ACCEPTED
+    assert reopened(fresh).findings[1].status == Status.PENDING
+
+
+def test_restart_names_the_set_aside_file_after_the_image(tmp_path):
+    path = tmp_path / "abc123.review.json"
+    ReviewSession.start(model_findings(), "abc123", path).accept(1)
+    ReviewSession.start(model_findings(), "abc123", path, restart=True)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names[0] == "abc123.replaced-" + names[0][len("abc123.replaced-"):] and names[0].endswith("Z.review.json")
+    assert names[1] == "abc123.review.json"
+
+
+def test_saved_findings_match_tells_the_findings_a_review_began_on(session):
+    assert not ReviewSession.saved_findings_match(model_findings(), session.path.with_name("none.json"))
+    session.move(1, GEOMETRY.index_to_world(np.array([1.0, 1.0, 1.0])))
+    session.add(GEOMETRY.index_to_world(np.array([2.0, 2.0, 2.0])))
+    with session.batch():
+        session.remove(2)
+        session.remove(6)
+    assert ReviewSession.saved_findings_match(model_findings(), session.path)  # moves and adds aside
+    other_model = model_findings()
+    other_model.provenance = {"model": "another-model"}
+    assert not ReviewSession.saved_findings_match(other_model, session.path)
+    fewer = model_findings(4)
+    assert not ReviewSession.saved_findings_match(fewer, session.path)
+    moved = model_findings()
+    moved.items[2].centre_world_mm = (0.0, 0.0, 0.0)
+    assert not ReviewSession.saved_findings_match(moved, session.path)
+    timed = model_findings()
+    timed.provenance = {"model": "test-model", "rescored_by": {"model": "g", "seconds": 1.5}}
+    session_timed = ReviewSession.start(timed, "sig-T", session.path.with_name("timed.json"))
+    timed.provenance["rescored_by"]["seconds"] = 2.5  # the same run, timed differently
+    assert ReviewSession.saved_findings_match(timed, session_timed.path)
+
+
+def test_a_version_1_review_file_is_still_read(session):
+    session.accept(1)
+    data = json.loads(session.path.read_text())
+    for key in ("writer", "sequence"):
+        del data[key]
+    data["version"] = 1
+    session.path.write_text(json.dumps(data))
+    old = ReviewSession.open(session.path, "sig-A")
+    assert old.findings[1].status == Status.ACCEPTED
+    old.reject(2)  # and continued, as version 2
+    assert json.loads(session.path.read_text())["version"] == review_module.VERSION == 2

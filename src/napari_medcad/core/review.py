@@ -1,34 +1,60 @@
 """The reader's review of one image's findings, saved after every action.
 
 A :class:`ReviewSession` wraps the Findings of one image.  Every decision (accept, reject,
-move, relabel, note, add, remove) is an :class:`Action` holding the finding before and after,
-so undo and redo are the same operation in two directions.  After each action the whole state
-(findings, history, redo stack) is written to the review file atomically and durably (a
-temporary file beside it, fsync, rename): a process killed at any moment loses no action that
-had returned.  The file is tied to the image by its content signature, so reopening the same
-image restores the review and a review file of another image is refused.
+move, relabel, note, add, remove, mask edit) is an :class:`Action` holding the finding before
+and after, so undo and redo are the same operation in two directions.  One gesture of the
+reader that changes several findings (deleting two points, a fill that replaces one mask by a
+new one) is one action too (kind ``batch``, see :meth:`ReviewSession.batch`): undone, redone
+and saved as one.  An action that changed mask voxels carries them (:class:`MaskPatch`: the
+changed voxels' bounding box, which of its voxels changed, their values before and after,
+compressed), so reopening the image puts the masks back as the reader left them.
+
+After each action the whole state (findings, history, redo stack) is written to the review file
+atomically and durably (a temporary file beside it, fsync, rename): a process killed at any
+moment loses no action that had returned.  An action whose save fails is taken back in memory,
+so the session never holds what the file does not.  The file is tied to the image by its
+content signature, so reopening the same image restores the review and a review file of
+another image is refused; a review file changed on disk by another window since this session
+read or wrote it is not overwritten.
 """
 
 from __future__ import annotations
 
+import base64
 import glob
 import json
+import math
 import os
+import secrets
 import time
+import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
 
 from .atomic import write_text
 from .errors import MedcadError
 from .findings import Finding, Findings, Status
 
 FORMAT = "napari-medcad review"
-VERSION = 1
+#: 2: actions may be batches (``parts``) and carry mask voxels, the file names its writer and
+#: save count; version 1 files are read as they are (an earlier napari-medcad refuses version 2
+#: rather than undo a batch as one finding and lose its voxels)
+VERSION = 2
 #: a temporary review file untouched for this long was left by a killed writer, not a live one
 #: (a save writes and renames its file in well under a second)
 STALE_PARTIAL_S = 60.0
+#: the kind of an action made of several (one gesture of the reader), or of mask voxels alone
+BATCH = "batch"
+#: the provenance that names the model run findings came from (``saved_findings_match``); the
+#: rest (timings, device) may differ between two runs that made the same findings
+MODEL_KEYS = ("model", "model_version", "threshold", "decoding", "rescored_by")
+#: two findings at the same place: centres closer than this (mm)
+SAME_PLACE_MM = 1e-3
 
 
 def review_dir() -> Path:
@@ -52,22 +78,163 @@ def _now() -> str:
 
 @dataclass(frozen=True)
 class Action:
-    """One review action: the finding as it was (None: it did not exist) and as it became."""
+    """One review action: the finding as it was (None: it did not exist) and as it became.
+
+    A ``batch`` action is one gesture that changed several findings: ``parts`` are its actions
+    in order (its own ``before`` / ``after`` are None, ``finding_id`` is its last part's).
+    ``voxels`` (a :meth:`MaskPatch.to_dict`) are the mask voxels the action changed; a batch
+    without parts changed voxels of no finding."""
 
     kind: str
     finding_id: int
     before: dict[str, Any] | None
     after: dict[str, Any] | None
     time: str
+    parts: tuple["Action", ...] = ()
+    voxels: dict[str, Any] | None = None
+
+    @property
+    def steps(self) -> tuple["Action", ...]:
+        """The single actions this one is made of, in the order they were done."""
+        return self.parts if self.kind.removeprefix("undo ") == BATCH else (self,)
+
+    def inverse(self) -> "Action":
+        """What undoing this action does (listeners hear it), steps in reverse order."""
+        return Action(f"undo {self.kind}", self.finding_id, self.after, self.before, _now(),
+                      tuple(part.inverse() for part in reversed(self.parts)), self.voxels)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "finding_id": self.finding_id, "before": self.before,
+        data = {"kind": self.kind, "finding_id": self.finding_id, "before": self.before,
                 "after": self.after, "time": self.time}
+        if self.parts:
+            data["parts"] = [part.to_dict() for part in self.parts]
+        if self.voxels is not None:
+            data["voxels"] = self.voxels
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Action":
-        return cls(str(data["kind"]), int(data["finding_id"]), data.get("before"), data.get("after"),
-                   str(data.get("time", "")))
+        """An action read back; ValueError or TypeError if it is not one (a damaged file)."""
+        if not isinstance(data, dict):
+            raise TypeError(f"an action is {type(data).__name__}, not an object")
+        finding_id = data["finding_id"]
+        if not isinstance(finding_id, int) or isinstance(finding_id, bool):
+            raise ValueError(f"an action names finding {finding_id!r}")
+        for state in (data.get("before"), data.get("after")):
+            if state is not None:
+                _checked_finding(state)
+        voxels = data.get("voxels")
+        if voxels is not None:
+            MaskPatch.from_dict(voxels)  # refused now rather than when it is undone
+        parts = data.get("parts") or ()
+        if not isinstance(parts, list | tuple):
+            raise TypeError("an action's parts are not a list")
+        return cls(str(data["kind"]), finding_id, data.get("before"), data.get("after"), str(data.get("time", "")),
+                   tuple(cls.from_dict(part) for part in parts), voxels)
+
+
+def _pack(raw: bytes) -> str:
+    return base64.b64encode(zlib.compress(raw, 6)).decode("ascii")
+
+
+def _unpack(text: str) -> bytes:
+    return zlib.decompress(base64.b64decode(text.encode("ascii"), validate=True))
+
+
+@dataclass(frozen=True, eq=False)
+class MaskPatch:
+    """Voxels of the findings' label map that one action changed, compactly.
+
+    ``start``: the corner of the changed voxels' bounding box; ``changed``: which voxels of the box
+    changed (bool, the box's shape); ``before`` / ``after``: their values, in C order.  Saved as
+    the box, the packed change mask and the two value lists, each zlib-compressed and base64'd:
+    a painted nodule of a few hundred voxels takes a few hundred bytes of the review file."""
+
+    start: tuple[int, ...]
+    changed: np.ndarray
+    before: np.ndarray
+    after: np.ndarray
+
+    @classmethod
+    def of(cls, changes: Iterable[tuple[tuple[np.ndarray, ...], np.ndarray, np.ndarray]]) -> "MaskPatch | None":
+        """The patch of a sequence of writes ``(voxel indices, values before, values after)``, in
+        the order they were made: a voxel written twice keeps its first value before and its last
+        after; voxels that end as they began are left out.  None when nothing changed."""
+        changes = [(tuple(np.asarray(i, np.int64).reshape(-1) for i in indices), np.asarray(old).reshape(-1),
+                    np.broadcast_to(np.asarray(new), np.shape(np.asarray(old).reshape(-1))))
+                   for indices, old, new in changes]
+        changes = [change for change in changes if len(change[1])]
+        if not changes:
+            return None
+        ndim, dtype = len(changes[0][0]), changes[0][1].dtype
+        low = np.array([min(int(c[0][d].min()) for c in changes) for d in range(ndim)])
+        high = np.array([max(int(c[0][d].max()) for c in changes) for d in range(ndim)]) + 1
+        touched = np.zeros(tuple(high - low), bool)
+        before, after = np.zeros(touched.shape, dtype), np.zeros(touched.shape, dtype)
+        local = [tuple(i - l for i, l in zip(indices, low)) for indices, _, _ in changes]
+        for where, (_, _, new) in zip(local, changes):
+            after[where] = new
+            touched[where] = True
+        for where, (_, old, _) in zip(reversed(local), reversed(changes)):
+            before[where] = old
+        changed = touched & (before != after)
+        if not changed.any():
+            return None
+        corner = [int(a.min()) for a in np.nonzero(changed)]
+        box = tuple(slice(c, int(a.max()) + 1) for c, a in zip(corner, np.nonzero(changed)))
+        changed = changed[box]
+        return cls(tuple(int(v) for v in low + corner), changed, before[box][changed], after[box][changed])
+
+    @property
+    def box(self) -> tuple[slice, ...]:
+        return tuple(slice(s, s + n) for s, n in zip(self.start, self.changed.shape))
+
+    def values(self) -> set[int]:
+        """The label values the patch took voxels from or gave voxels to."""
+        return {int(v) for v in np.unique(np.concatenate([self.before, self.after]))}
+
+    def apply(self, array, undoing: bool = False) -> None:
+        """Write the patch into ``array`` (``undoing``: put the values before back).  Only voxels
+        that still hold what the other direction left are written, so a later edit elsewhere in
+        the same mask is kept."""
+        if len(self.start) != np.ndim(array) or any(
+                s < 0 or s + n > size for s, n, size in zip(self.start, self.changed.shape, np.shape(array))):
+            raise MedcadError(f"mask edits of the review (at {list(self.start)}, {list(self.changed.shape)} voxels) "
+                              f"do not fit the masks layer ({list(np.shape(array))})")
+        source, target = (self.after, self.before) if undoing else (self.before, self.after)
+        region = np.array(array[self.box])
+        values = region[self.changed]
+        here = values == source
+        values[here] = target[here]
+        region[self.changed] = values
+        array[self.box] = region
+
+    def to_dict(self) -> dict[str, Any]:
+        dtype = self.before.dtype.newbyteorder("<")
+        return {"start": list(self.start), "shape": list(self.changed.shape), "dtype": dtype.str,
+                "changed": _pack(np.packbits(self.changed, axis=None).tobytes()),
+                "before": _pack(self.before.astype(dtype).tobytes()), "after": _pack(self.after.astype(dtype).tobytes())}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "MaskPatch":
+        """A patch read back; ValueError or TypeError if it is damaged."""
+        if not isinstance(data, dict):
+            raise TypeError("mask voxels are not an object")
+        try:
+            dtype = np.dtype(str(data["dtype"]))
+            start, shape = [int(v) for v in data["start"]], [int(v) for v in data["shape"]]
+            bits = np.frombuffer(_unpack(data["changed"]), np.uint8)
+            before = np.frombuffer(_unpack(data["before"]), dtype)
+            after = np.frombuffer(_unpack(data["after"]), dtype)
+        except (KeyError, zlib.error, base64.binascii.Error, UnicodeError, AttributeError) as err:
+            raise ValueError(f"mask voxels damaged ({type(err).__name__})") from None
+        size = math.prod(shape)
+        if dtype.kind not in "iub" or len(start) != len(shape) or min(shape, default=0) < 1 or len(bits) * 8 < size:
+            raise ValueError("mask voxels damaged (box)")
+        changed = np.unpackbits(bits, count=size).astype(bool).reshape(shape)
+        if not (int(changed.sum()) == len(before) == len(after)):
+            raise ValueError("mask voxels damaged (counts)")
+        return cls(tuple(start), changed, before.astype(dtype.newbyteorder("=")), after.astype(dtype.newbyteorder("=")))
 
 
 class ReviewSession:
@@ -83,17 +250,37 @@ class ReviewSession:
         self.redo_stack: list[Action] = list(redo)
         #: called with each applied Action (and on undo/redo) so views can follow
         self.listeners: list[Callable[[Action], None]] = []
+        #: called before each action (outside a batch), undo or redo: views turn edits they have not
+        #: read yet (a stroke that just ended) into actions first, so the history keeps the order
+        #: of the reader's gestures and an undo takes back the latest
+        self.before_action: list[Callable[[], None]] = []
         self._encoded: dict[int, str] = {f.id: json.dumps(f.to_dict()) for f in findings}
         self._encoded_history = [json.dumps(a.to_dict()) for a in self.history]
+        self._batch: list[Action] | None = None  # the parts of the batch being made
+        # another writer of the same file (a second window): this session's own mark in the file,
+        # what it expects to find there (the writer and save count it last read or wrote) and the
+        # file's identity then (inode, size, mtime), checked before each save
+        self._writer = secrets.token_hex(8)
+        self._sequence = 0
+        self._expected: tuple[Any, Any] | None = None
+        self._disk: tuple[int, int, int] | None = None
 
     # opening ------------------------------------------------------------------------------------
     @classmethod
-    def start(cls, findings: Findings, image_signature: str,
-              path: str | os.PathLike | None = None) -> "ReviewSession":
-        """Resume the saved review of this image if there is one, else begin one over ``findings``."""
+    def start(cls, findings: Findings, image_signature: str, path: str | os.PathLike | None = None, *,
+              restart: bool = False) -> "ReviewSession":
+        """Resume the saved review of this image if there is one, else begin one over ``findings``.
+
+        ``restart=True`` begins afresh over ``findings`` even when a review is saved: the saved
+        file is first renamed (atomically, in the same folder; never deleted) to
+        ``<stem>.replaced-<UTC time>.review.json`` (see :func:`set_aside`).  Use
+        :meth:`saved_findings_match` to tell whether the saved review is one of these findings.
+        """
         path = Path(path) if path is not None else default_review_path(image_signature)
         remove_stale_partials(path)
-        if path.exists():
+        if restart and path.exists():
+            set_aside(path)
+        elif path.exists():
             return cls.open(path, image_signature)
         session = cls(findings.copy(), image_signature, path)
         session.save()
@@ -101,22 +288,48 @@ class ReviewSession:
 
     @classmethod
     def open(cls, path: str | os.PathLike, image_signature: str | None = None) -> "ReviewSession":
-        """A saved review; refused when it belongs to another image than ``image_signature``."""
+        """A saved review; refused (MedcadError, the file untouched) when it belongs to another
+        image than ``image_signature`` or is damaged."""
         path = Path(path)
         remove_stale_partials(path)
+        disk = _file_identity(path)  # before reading: a write in between is then seen at the next save
         data = _read_review_file(path)
         saved_signature = str(data.get("image_signature", ""))
         if image_signature is not None and saved_signature != image_signature:
             raise MedcadError(
                 f"this review belongs to a different image (signature {saved_signature[:12]}..., "
                 f"the open image is {image_signature[:12]}...)", path)
+        findings, history, redo = _review_state(data, path)
+        session = cls(findings, saved_signature, path, history, redo)
+        session._sequence = data.get("sequence") if isinstance(data.get("sequence"), int) else 0
+        session._expected, session._disk = (data.get("writer"), data.get("sequence")), disk
+        return session
+
+    @staticmethod
+    def saved_findings_match(findings: Findings, path: str | os.PathLike) -> bool:
+        """Whether the review saved at ``path`` was begun on these ``findings``: the same model
+        run (the provenance's model, version, threshold, decoding and rescorer, timings aside) and
+        the same finding ids at the same centres as the findings the review started from (its
+        history undone).  False when there is no such file or it cannot be read (``open`` then
+        says why)."""
         try:
-            findings = Findings.from_dict(data["findings"])
-            history = [Action.from_dict(a) for a in data.get("history", [])]
-            redo = [Action.from_dict(a) for a in data.get("redo", [])]
-        except (KeyError, TypeError, ValueError) as err:
-            raise MedcadError(f"the review file is damaged ({type(err).__name__}: {err})", path) from None
-        return cls(findings, saved_signature, path, history, redo)
+            data = _read_review_file(Path(path))
+            saved, history, _ = _review_state(data, Path(path))
+        except MedcadError:
+            return False
+        if _model_identity(saved.provenance) != _model_identity(findings.provenance):
+            return False
+        started = {f.id: f.centre_world_mm for f in saved}
+        for action in reversed(history):
+            for step in reversed(action.steps):
+                if step.before is None:
+                    started.pop(step.finding_id, None)
+                else:
+                    started[step.finding_id] = tuple(step.before.get("centre_world_mm", ()))
+        given = {f.id: f.centre_world_mm for f in findings}
+        return started.keys() == given.keys() and all(
+            len(started[i]) == len(given[i]) and np.allclose(started[i], given[i], rtol=0, atol=SAME_PLACE_MM)
+            for i in given)
 
     # the reader's actions -----------------------------------------------------------------------
     def accept(self, finding_id: int) -> Finding:
@@ -134,19 +347,35 @@ class ReviewSession:
     def set_note(self, finding_id: int, note: str) -> Finding:
         return self._change("note", finding_id, note=" ".join(str(note).split()))
 
-    def move(self, finding_id: int, centre_world_mm: Sequence[float]) -> Finding:
-        """The reader moved the finding: new world position (and voxel position on its grid)."""
+    def move(self, finding_id: int, centre_world_mm: Sequence[float],
+             bbox_index_zyx: tuple[Sequence[int], Sequence[int]] | None = None) -> Finding:
+        """The reader moved the finding: new world position (and voxel position on its grid).
+        Its box moves with it by the whole voxels the centre moved, unless ``bbox_index_zyx``
+        gives the new box (the reader moved or resized the box itself)."""
+        before = self._finding(finding_id)
         centre = tuple(float(v) for v in centre_world_mm)
         index = self.findings.world_to_index(centre) if self.findings.geometry is not None else ()
+        box = before.bbox_index_zyx
+        if bbox_index_zyx is not None:
+            box = (tuple(int(v) for v in bbox_index_zyx[0]), tuple(int(v) for v in bbox_index_zyx[1]))
+        elif box is not None and index:
+            shift = np.round(np.subtract(index, self.findings.world_to_index(before.centre_world_mm))).astype(int)
+            box = tuple(tuple(int(v) for v in np.add(corner, shift)) for corner in box)
         return self._change("move", finding_id, centre_world_mm=centre, centre_index_zyx=index,
-                            status=self._edited(finding_id))
+                            bbox_index_zyx=box, status=self._edited(finding_id))
 
     def resize(self, finding_id: int, diameter_mm: float) -> Finding:
         return self._change("resize", finding_id, diameter_mm=float(diameter_mm), status=self._edited(finding_id))
 
+    def edit_mask(self, finding_id: int) -> Finding:
+        """The reader changed part of the finding's mask (its voxels travel with the action: see
+        :meth:`batch`): a model finding becomes EDITED, an added or rejected one stays so."""
+        return self._change("mask", finding_id, status=self._edited(finding_id))
+
     def add(self, centre_world_mm: Sequence[float], diameter_mm: float = 0.0, label: str = "nodule",
             note: str = "", **fields: Any) -> Finding:
         """A finding the reader drew: status ADDED, source "reader", probability 1."""
+        self._flush()
         centre = tuple(float(v) for v in centre_world_mm)
         index = self.findings.world_to_index(centre) if self.findings.geometry is not None else ()
         finding = Finding(id=self.findings.next_id(), label=label, probability=1.0, centre_world_mm=centre,
@@ -158,11 +387,41 @@ class ReviewSession:
     def remove(self, finding_id: int) -> Finding | None:
         """Deleting a reader's own finding removes it; deleting a model's finding rejects it, so
         the export keeps it as a hard negative."""
-        finding = self.findings[finding_id]
+        self._flush()
+        finding = self._finding(finding_id)
         if finding.source == "reader":
             self._apply(Action("remove", finding_id, finding.to_dict(), None, _now()))
             return None
         return self.reject(finding_id)
+
+    @contextmanager
+    def batch(self, voxels: "MaskPatch | dict[str, Any] | None" = None) -> Iterator[None]:
+        """The actions made inside are one action: one gesture of the reader (deleting several
+        points, a stroke that added one mask and erased another) is undone, redone and saved as
+        one.  ``voxels`` are the mask voxels the gesture changed, saved with it (with no action
+        inside, an action of those voxels alone).  Listeners hear the batch once, when it ends;
+        if anything inside fails, or its save does, the session is as it was before the batch
+        and the error is raised."""
+        if self._batch is not None:
+            raise RuntimeError("review batches do not nest")
+        snapshot = self._snapshot()
+        self._batch = parts = []
+        try:
+            yield
+        except BaseException:
+            self._restore(snapshot)
+            raise
+        finally:
+            self._batch = None
+        if isinstance(voxels, MaskPatch):
+            voxels = voxels.to_dict()
+        if not parts and voxels is None:
+            return
+        if len(parts) == 1:
+            action = replace(parts[0], voxels=voxels)
+        else:
+            action = Action(BATCH, parts[-1].finding_id if parts else 0, None, None, _now(), tuple(parts), voxels)
+        self._record(action, snapshot)
 
     # undo / redo --------------------------------------------------------------------------------
     @property
@@ -174,24 +433,39 @@ class ReviewSession:
         return bool(self.redo_stack)
 
     def undo(self) -> Action | None:
+        """Take back the latest action (a batch as a whole); saved at once.  If the save fails
+        the action stays done (MedcadError raised, listeners not told)."""
+        self._flush()
         if not self.history:
             return None
-        action = self.history.pop()
-        self._encoded_history.pop()
-        self.redo_stack.append(action)
-        inverse = Action(f"undo {action.kind}", action.finding_id, action.after, action.before, _now())
-        self._set(action.finding_id, action.before)
-        self._saved(inverse)
+        snapshot = self._snapshot()
+        try:
+            action = self.history.pop()
+            self._encoded_history.pop()
+            self.redo_stack.append(action)
+            self._set_steps(action.steps, undoing=True)
+            self.save()
+        except BaseException:
+            self._restore(snapshot)
+            raise
+        self._tell(action.inverse())
         return action
 
     def redo(self) -> Action | None:
+        self._flush()
         if not self.redo_stack:
             return None
-        action = self.redo_stack.pop()
-        self._set(action.finding_id, action.after)
-        self.history.append(action)
-        self._encoded_history.append(json.dumps(action.to_dict()))
-        self._saved(action)
+        snapshot = self._snapshot()
+        try:
+            action = self.redo_stack.pop()
+            self._set_steps(action.steps, undoing=False)
+            self.history.append(action)
+            self._encoded_history.append(json.dumps(action.to_dict()))
+            self.save()
+        except BaseException:
+            self._restore(snapshot)
+            raise
+        self._tell(action)
         return action
 
     # decisions ----------------------------------------------------------------------------------
@@ -204,11 +478,12 @@ class ReviewSession:
         """
         latest: dict[int, dict[str, str]] = {}
         for action in self.history:
-            if action.after is None:
-                latest.pop(action.finding_id, None)
-            elif _decides(action):
-                latest[action.finding_id] = {"status": str(action.after.get("status")), "action": action.kind,
-                                             "time": action.time}
+            for step in action.steps:
+                if step.after is None:
+                    latest.pop(step.finding_id, None)
+                elif _decides(step):
+                    latest[step.finding_id] = {"status": str(step.after.get("status")), "action": step.kind,
+                                               "time": step.time}
         return latest
 
     def reviewed_findings(self) -> Findings:
@@ -219,11 +494,27 @@ class ReviewSession:
             "decisions": {str(k): v for k, v in self.decisions().items()}}}
         return findings
 
+    def mask_patches(self) -> list[MaskPatch]:
+        """The mask voxels of the actions done (not undone), in the order they were made."""
+        return [MaskPatch.from_dict(action.voxels) for action in self.history if action.voxels is not None]
+
+    def apply_mask_edits(self, labels: np.ndarray) -> np.ndarray:
+        """A copy of ``labels`` (the label map the review began with: the model's masks) with the
+        reader's mask edits made: the masks as the reader left them, for an export."""
+        edited = np.array(labels, copy=True)
+        for patch in self.mask_patches():
+            patch.apply(edited)
+        return edited
+
     # persistence --------------------------------------------------------------------------------
     def save(self) -> Path:
-        """Write the whole state atomically and durably (fsync before the rename)."""
+        """Write the whole state atomically and durably (fsync before the rename).  Refused
+        (MedcadError, nothing written) when the file was changed by another writer since this
+        session last read or wrote it: the reader reopens the review instead of losing either."""
+        self._check_not_replaced()
+        sequence = self._sequence + 1
         header = {"format": FORMAT, "version": VERSION, "image_signature": self.image_signature,
-                  "saved_at": _now()}
+                  "saved_at": _now(), "writer": self._writer, "sequence": sequence}
         frame = self.findings.to_dict(include_items=False)
         # one join of the pieces: concatenating the 2 MB of a 5,000-finding review piece by piece
         # cost more than writing and fsyncing it
@@ -234,31 +525,91 @@ class ReviewSession:
         try:
             # a folder this makes is the user's own: reviews hold readers' notes, which may name a patient
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            return write_text(self.path, text, durable=True)
+            write_text(self.path, text, durable=True)
         except OSError as err:
             raise MedcadError(f"could not save the review ({err.strerror or err})", self.path) from None
+        self._sequence, self._expected = sequence, (self._writer, sequence)
+        self._disk = _file_identity(self.path)
+        return self.path
+
+    def _check_not_replaced(self) -> None:
+        disk = _file_identity(self.path)
+        if disk is None or disk == self._disk:  # nothing there to overwrite, or what this session left
+            return
+        try:  # touched or copied back unchanged (a backup tool): still the review this session holds
+            data = _read_review_file(self.path)
+            found = (data.get("writer"), data.get("sequence"))
+        except MedcadError:
+            found = None
+        if self._expected is None or found != self._expected:
+            raise MedcadError("the review file was changed by another window or program since this review was "
+                              "opened; nothing was saved: reopen the image to continue from the saved review",
+                              self.path)
+        self._disk = disk
 
     # internals ----------------------------------------------------------------------------------
-    def _edited(self, finding_id: int) -> Status:
-        """A reader's change to a model finding makes it EDITED; their own stay ADDED."""
-        status = self.findings[finding_id].status
-        return Status.ADDED if status == Status.ADDED else Status.EDITED
-
-    def _change(self, kind: str, finding_id: int, **changes: Any) -> Finding:
+    def _finding(self, finding_id: int) -> Finding:
         try:
-            before = self.findings[finding_id]
+            return self.findings[finding_id]
         except KeyError:
             raise MedcadError(f"there is no finding {finding_id}") from None
+
+    def _edited(self, finding_id: int) -> Status:
+        """A reader's change to a model finding makes it EDITED (a positive); their own stay
+        ADDED, and a rejected one stays REJECTED: changing its class or nudging it is no decision
+        that it is a lesion."""
+        status = self._finding(finding_id).status
+        return status if status in (Status.ADDED, Status.REJECTED) else Status.EDITED
+
+    def _change(self, kind: str, finding_id: int, **changes: Any) -> Finding:
+        self._flush()
+        before = self._finding(finding_id)
         after = replace(before, **changes)
         self._apply(Action(kind, finding_id, before.to_dict(), after.to_dict(), _now()))
         return after
 
     def _apply(self, action: Action) -> None:
-        self._set(action.finding_id, action.after)
-        self.history.append(action)
-        self._encoded_history.append(json.dumps(action.to_dict()))
-        self.redo_stack.clear()
-        self._saved(action)
+        if self._batch is not None:  # a part of the batch being made: recorded when it ends
+            self._set_steps(action.steps, undoing=False)
+            self._batch.append(action)
+            return
+        self._record(action, self._snapshot(), applied=False)
+
+    def _flush(self) -> None:
+        """Let views turn their unread edits into actions first (see ``before_action``)."""
+        if self._batch is None:
+            for flush in list(self.before_action):
+                flush()
+
+    def _record(self, action: Action, snapshot: tuple, applied: bool = True) -> None:
+        """Do ``action`` (unless ``applied``), put it on the history and save; if that fails the
+        session goes back to ``snapshot`` and the error is raised, else listeners hear it."""
+        try:
+            if not applied:
+                self._set_steps(action.steps, undoing=False)
+            self.history.append(action)
+            self._encoded_history.append(json.dumps(action.to_dict()))
+            self.redo_stack.clear()
+            self.save()
+        except BaseException:
+            self._restore(snapshot)
+            raise
+        self._tell(action)
+
+    def _snapshot(self) -> tuple:
+        """What an action may change (shallow copies: findings are replaced, never changed in place)."""
+        return (list(self.findings.items), dict(self._encoded), list(self.history), list(self._encoded_history),
+                list(self.redo_stack))
+
+    def _restore(self, snapshot: tuple) -> None:
+        items, encoded, history, encoded_history, redo = snapshot
+        self.findings.items[:] = items
+        self._encoded = encoded
+        self.history[:], self._encoded_history[:], self.redo_stack[:] = history, encoded_history, redo
+
+    def _set_steps(self, steps: Sequence[Action], undoing: bool) -> None:
+        for step in (reversed(steps) if undoing else steps):
+            self._set(step.finding_id, step.before if undoing else step.after)
 
     def _set(self, finding_id: int, state: dict[str, Any] | None) -> None:
         """Make finding ``finding_id`` be ``state`` (None: absent), keeping the table's order."""
@@ -275,14 +626,14 @@ class ReviewSession:
             self.findings.items[position] = finding
         self._encoded[finding_id] = json.dumps(finding.to_dict())
 
-    def _saved(self, action: Action) -> None:
-        self.save()
+    def _tell(self, action: Action) -> None:
         for listener in list(self.listeners):
             listener(action)
 
 
 def _decides(action: Action) -> bool:
-    """Whether ``action`` changed more of its finding than the note (see ReviewSession.decisions)."""
+    """Whether ``action`` (a single one, not a batch) changed more of its finding than the note
+    (see ReviewSession.decisions)."""
     if action.before is None:
         return True
     return any(action.before.get(key) != value for key, value in action.after.items() if key != "note")
@@ -326,9 +677,89 @@ def _read_review_file(path: Path) -> dict[str, Any]:
         raise MedcadError("the review file is not valid JSON (damaged, or not a review file)", path) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise MedcadError("not a napari-medcad review file", path)
-    if int(data.get("version", 0)) > VERSION:
-        raise MedcadError(f"the review file is of a newer version ({data.get('version')}); update napari-medcad", path)
+    version = data.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise MedcadError(f"the review file is damaged (its version is {version!r}, not a number)", path)
+    if version > VERSION:
+        raise MedcadError(f"the review file is of a newer version ({version}); update napari-medcad", path)
     return data
+
+
+def _checked_finding(state: Any) -> Finding:
+    """A finding read from a review file; ValueError or TypeError (or MedcadError) if it is damaged."""
+    if not isinstance(state, dict):
+        raise TypeError(f"a finding is {type(state).__name__}, not an object")
+    finding = Finding.from_dict(state)
+    if not isinstance(finding.id, int) or isinstance(finding.id, bool):
+        raise ValueError(f"a finding's id is {finding.id!r}, not a whole number")
+    return finding
+
+
+def _review_state(data: dict[str, Any], path: Path) -> tuple[Findings, list[Action], list[Action]]:
+    """The findings, history and redo stack of a review file's contents; a one-line MedcadError
+    naming what is damaged, so a hand-edited or truncated file is refused at load, not later."""
+    try:
+        frame = data["findings"]
+        if not isinstance(frame, dict) or not isinstance(frame.get("items", []), list):
+            raise TypeError("'findings' is not a findings table")
+        findings = Findings.from_dict({**frame, "items": []})
+        seen: set[int] = set()
+        for item in frame.get("items", []):
+            finding = _checked_finding(item)
+            if finding.id in seen:
+                raise ValueError(f"finding id {finding.id} appears twice")
+            seen.add(finding.id)
+            findings.items.append(finding)
+        history, redo = data.get("history", []), data.get("redo", [])
+        if not isinstance(history, list) or not isinstance(redo, list):
+            raise TypeError("'history' or 'redo' is not a list")
+        return findings, [Action.from_dict(a) for a in history], [Action.from_dict(a) for a in redo]
+    except MedcadError as err:
+        raise MedcadError(f"the review file is damaged ({err.reason})", path) from None
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+        raise MedcadError(f"the review file is damaged ({type(err).__name__}: {err})", path) from None
+
+
+def _file_identity(path: Path) -> tuple[int, int, int] | None:
+    """(inode, size, modification time) of ``path``: every save renames a new file over it, so a
+    save by another writer changes this; None if there is no such file."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_ino, info.st_size, info.st_mtime_ns
+
+
+def _model_identity(provenance: Any) -> Any:
+    """The part of findings' provenance that names their model run (MODEL_KEYS), timings left out."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items() if k != "seconds" and not str(k).endswith("_s")}
+        return [plain(v) for v in value] if isinstance(value, list | tuple) else value
+
+    provenance = provenance if isinstance(provenance, dict) else {}
+    return plain({key: provenance[key] for key in MODEL_KEYS if key in provenance})
+
+
+def set_aside(path: str | os.PathLike) -> Path:
+    """Rename a review file out of the way (atomically, same folder, never deleted):
+    ``<stem>.replaced-<UTC time>.review.json`` for ``<stem>.review.json`` (another name keeps its
+    own suffix).  Returns the new path."""
+    path = Path(path)
+    name = path.name
+    stem, suffix = (name[:-len(".review.json")], ".review.json") if name.endswith(".review.json") \
+        else (path.stem, path.suffix)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%f")[:-3] + "Z"
+    for attempt in range(100):
+        aside = path.with_name(f"{stem}.replaced-{stamp}{f'-{attempt}' if attempt else ''}{suffix}")
+        if aside.exists():
+            continue
+        try:
+            os.rename(path, aside)
+        except OSError as err:
+            raise MedcadError(f"could not move the saved review aside ({err.strerror or err})", path) from None
+        return aside
+    raise MedcadError("could not move the saved review aside (no free name)", path)
 
 
 def load_review(path: str | os.PathLike, image_signature: str | None = None) -> Findings:

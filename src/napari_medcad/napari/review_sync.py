@@ -5,15 +5,25 @@ point's colours and that box's edge are updated; napari rebuilds a whole layer's
 it is given a whole array, which with 5,000 findings costs more than the rest of a decision.
 Adds, removals, moves and their undo rebuild the Points and boxes layers from the session.
 
-Layers -> session: moving, deleting or adding a point, drawing a box, painting a new label
-value or erasing a finding's mask become session actions, read once napari has finished its
-own event (a zero-delay timer).  Undoing an action that came from the Labels layer puts its
-voxels back (and redoing takes them away again), so the layer and the table never disagree.
-A flag keeps the layer changes made here from being read back as the reader's edits.
+Layers -> session: moving, deleting or adding a point, drawing, moving or resizing a box, and
+every stroke in the Labels layer become session actions, read once napari has finished its own
+event (a zero-delay timer, or at once when an action or undo comes first, so the history keeps
+the order of the reader's gestures).  One gesture is one action (a session batch): deleting two
+points, or a fill that gives a mask a new value (an added finding and a rejected one).  A stroke's
+action carries the voxels it changed (``core.review.MaskPatch``), so it is saved with them; a
+stroke that only trims or grows a finding's mask is a ``mask`` action on that finding.  Undo and
+redo write those voxels back and forth, and opening a saved review writes its strokes into the
+Labels layer again: the masks are as the reader left them.  The review owns undo on the Labels
+layer (Ctrl+Z there is the review's), so napari's own Labels history is kept empty.
+
+When a session action is refused (its save failed), the layers are rebuilt from the session and
+a stroke's voxels are taken back, so what the reader sees is what was saved.  A flag keeps the
+layer changes made here from being read back as the reader's edits.
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -22,7 +32,7 @@ from qtpy.QtCore import QTimer
 
 from ..core.errors import MedcadError
 from ..core.findings import Finding, Status
-from ..core.review import Action, ReviewSession
+from ..core.review import Action, MaskPatch, ReviewSession
 from .findings_layers import (
     box_rectangles,
     data_to_world_mm,
@@ -45,7 +55,11 @@ BOX_COLORS = {**STATUS_COLORS, Status.PENDING: (1.0, 1.0, 0.0, 1.0)}
 #: rejected findings stay drawn (hard negatives) but hollow: no face, red ring
 REJECTED_FACE = (0.0, 0.0, 0.0, 0.0)
 #: session actions that change what a finding is called or decided, not where it is
-IN_PLACE = {"accept", "reject", "status", "label", "note"}
+IN_PLACE = {"accept", "reject", "status", "label", "note", "mask"}
+#: Labels layer -> the ``voxels`` of the session actions whose strokes it shows, in order (so a
+#: layer given to a second ReviewLayers, or to another session, is brought to that session's
+#: masks by undoing and redoing only the strokes that differ)
+_SHOWN_STROKES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def label_value_of(finding: Finding) -> int | None:
@@ -220,62 +234,66 @@ def atom_voxels(atom, shape) -> tuple[tuple[np.ndarray, ...], np.ndarray, np.nda
     return indices, old, np.broadcast_to(np.asarray(new_values), old.shape).astype(old.dtype)
 
 
-def labels_paint_changes(labels_layer, atoms, known_values: Iterable[int]):
-    """What paint/erase strokes in ``labels_layer`` did to the findings' masks (call it after
-    napari has written the voxels: it emits ``paint`` before ``data_setitem`` writes them).
+def stroke_patch(labels_layer, atoms) -> MaskPatch | None:
+    """The voxels napari's paint records ``atoms`` (one gesture's, in order) changed; None if none."""
+    return MaskPatch.of(atom_voxels(atom, labels_layer.data.shape) for atom in atoms)
 
-    Returns ``(new_components, erased_values)``: for each painted value that no finding has,
+
+def mask_changes(labels_layer, patch: MaskPatch, known_values: Iterable[int]):
+    """What a stroke (its ``patch``, already in ``labels_layer``) did to the findings' masks.
+
+    Returns ``(new_components, erased)``: for each painted value that no finding has,
     ``(value, centre_world_mm, volume_mm3, diameter_mm)`` (centroid and equivalent-sphere, or
-    circle in 2-D, diameter of all its voxels); and the known values that no voxel holds any more.
+    circle in 2-D, diameter of its voxels in the stroke's box); and the known values the stroke
+    took voxels from that no voxel holds any more.
     """
     known = set(int(v) for v in known_values)
     data = labels_layer.data
     ndim = labels_layer.ndim
-    painted: dict[int, list] = {}
-    touched: set[int] = set()
-    for indices, old, new in (atom_voxels(atom, data.shape) for atom in atoms):
-        touched.update(int(v) for v in np.unique(old))
-        for value in (int(v) for v in np.unique(new)):
-            if value > 0 and value not in known and len(indices[0]):
-                painted.setdefault(value, []).append(indices)
+    region = np.asarray(data[patch.box])
     voxel_mm = abs(float(np.linalg.det(layer_matrix(labels_layer)[:-1, :-1])))
     new_components = []
-    for value, stroke in painted.items():
-        low = [min(int(i[d].min()) for i in stroke) for d in range(ndim)]
-        high = [max(int(i[d].max()) for i in stroke) + 1 for d in range(ndim)]
-        where = np.argwhere(np.asarray(data[tuple(slice(a, b) for a, b in zip(low, high))]) == value)
+    for value in sorted({int(v) for v in np.unique(patch.after)} - known - {0}):
+        where = np.argwhere(region == value)
         if not len(where):
             continue
-        centroid = where.mean(axis=0) + np.asarray(low, float)
+        centroid = where.mean(axis=0) + np.asarray(patch.start, float)
         volume = len(where) * voxel_mm
         diameter = (6 * volume / np.pi) ** (1 / 3) if ndim == 3 else 2 * np.sqrt(volume / np.pi)
         centre = data_to_world_mm(labels_layer, centroid)[0]
         new_components.append((value, tuple(float(v) for v in centre), float(volume), float(diameter)))
-    erased = [value for value in sorted(touched & known) if value > 0 and not np.any(np.asarray(data) == value)]
+    # a value still in the stroke's box is not gone: only then is the whole layer searched
+    erased = [value for value in sorted({int(v) for v in np.unique(patch.before)} & known)
+              if value > 0 and not np.any(region == value) and not np.any(np.asarray(data) == value)]
     return new_components, erased
 
 
-class VoxelPatch:
-    """Voxels a review action changed in the Labels layer, to put back on undo and redo.
-
-    Only voxels still holding what the action left are reverted, so a later stroke elsewhere
-    in the mask is not overwritten."""
-
-    def __init__(self, indices, before, after):
-        self.indices, self.before, self.after = indices, before, after
-
-    @classmethod
-    def of(cls, voxels: list) -> "VoxelPatch":
-        ndim = len(voxels[0][0])
-        return cls(tuple(np.concatenate([v[0][d] for v in voxels]) for d in range(ndim)),
-                   np.concatenate([v[1] for v in voxels]), np.concatenate([v[2] for v in voxels]))
-
-    def apply(self, labels_layer, undoing: bool) -> None:
-        source, target = (self.after, self.before) if undoing else (self.before, self.after)
-        data = labels_layer.data
-        here = np.asarray(data[self.indices]) == source
-        data[tuple(i[here] for i in self.indices)] = target[here]
-        labels_layer.refresh()
+def box_change(findings, finding: Finding, corners: np.ndarray, mm_per_unit: np.ndarray):
+    """How the reader moved or resized ``finding``'s box (``corners``, index coordinates as
+    ``box_rectangles`` draws them): None if it is where it is drawn, else ``(centre_world_mm,
+    bbox_index_zyx or None, diameter_mm or None)``: a moved box moves the centre by as much (the
+    session shifts the finding's box with it); a resized one also gives the new box (its extent
+    across the slices kept) and, as a drawn box does, its mean side as the diameter."""
+    drawn = box_rectangles([finding], findings.geometry, findings.shape_zyx)[0][0]
+    if corners.shape != drawn.shape:
+        return None
+    if np.allclose(corners, drawn, rtol=0, atol=1e-6):
+        return None
+    shift = corners.mean(axis=0) - drawn.mean(axis=0)
+    index = np.asarray(findings.world_to_index(finding.centre_world_mm), float) + shift
+    centre = findings.index_to_world(index)
+    size, drawn_size = np.ptp(corners, axis=0), np.ptp(drawn, axis=0)
+    if np.allclose(size, drawn_size, rtol=0, atol=1e-6):
+        return centre, None, None
+    low, high = corners.min(axis=0), corners.max(axis=0)
+    start = np.round(low + 0.5).astype(int)
+    stop = np.maximum(np.round(high + 0.5).astype(int), start + 1)
+    if finding.bbox_index_zyx is not None and len(start) == 3:  # the box is drawn on one slice: keep its depth
+        step = int(round(shift[0]))
+        start[0], stop[0] = finding.bbox_index_zyx[0][0] + step, finding.bbox_index_zyx[1][0] + step
+    bbox = (tuple(int(v) for v in start), tuple(int(v) for v in stop)) if finding.bbox_index_zyx is not None else None
+    diameter = float(np.mean((size * mm_per_unit)[-2:]))
+    return centre, bbox, diameter
 
 
 #: the keys napari's Labels layer binds to its own undo / redo (Cmd on macOS, Ctrl elsewhere)
@@ -290,8 +308,10 @@ class ReviewLayers:
     (the table must be rebuilt; ``finding_id`` is the one to show, or None);
     ``on_point_selected(finding_id)`` when the reader selects a single point on the canvas.
     ``undo`` / ``redo``: what Ctrl+Z / Ctrl+Shift+Z do on the canvas while the Labels layer is
-    active.  napari's own Labels undo writes the voxels back without any event, so the session
-    would keep a paint the layer no longer shows; the review's undo puts the voxels back itself.
+    active.  Every stroke there is a review action with its voxels, so the review's undo takes
+    back the reader's last stroke (or decision, whichever came last) and puts its voxels back;
+    napari's own Labels undo would write voxels back without any event, so it is not used and
+    its history is kept empty.
     """
 
     def __init__(self, session: ReviewSession, points, labels=None, boxes=None, *,
@@ -301,17 +321,18 @@ class ReviewLayers:
         self.session, self.points, self.labels, self.boxes = session, points, labels, boxes
         self.on_edited, self.on_point_selected, self.new_label = on_edited, on_point_selected, new_label
         self._layer_keys = {UNDO_KEY: undo or session.undo, REDO_KEY: redo or session.redo}
-        self.batch = False  # True while one layer edit becomes several session actions
+        self.batch = False  # True while one layer edit becomes a session action
         self.rows: dict[int, int] = {}
         self._syncing = self._closed = False
         self._pending_points = self._pending_selection = self._pending_boxes = False
         self._pending_atoms: list = []
-        self._erased: dict[int, list] = {}  # label value -> voxels erased from it so far
-        self._patches: dict[int, tuple[Action, VoxelPatch]] = {}  # id(action) -> its voxels
         session.listeners.append(self.on_action)
+        session.before_action.append(self.flush)
         points.events.data.connect(self._on_points_data)
         points.selected_data.events.items_changed.connect(self._on_points_selection)
         if labels is not None:
+            self._show_strokes()
+            self._forget_napari_history()
             labels.events.paint.connect(self._on_paint)
             for key, act in self._layer_keys.items():  # this layer's keymap comes before Labels' own
                 labels.bind_key(key, lambda layer, act=act: act(), overwrite=True)
@@ -323,6 +344,8 @@ class ReviewLayers:
         self._closed = True  # edits still queued (zero-delay timers) are dropped
         if self.on_action in self.session.listeners:
             self.session.listeners.remove(self.on_action)
+        if self.flush in self.session.before_action:
+            self.session.before_action.remove(self.flush)
         self.points.events.data.disconnect(self._on_points_data)
         self.points.selected_data.events.items_changed.disconnect(self._on_points_selection)
         if self.labels is not None:
@@ -367,12 +390,11 @@ class ReviewLayers:
             self._quietly(setattr, self.labels, "selected_label", value)
 
     def on_action(self, action: Action) -> None:
-        """Session listener: recolour one finding, or rebuild; replay the action's voxels."""
-        undoing = action.kind.startswith("undo ")
-        original = self.session.redo_stack[-1] if undoing and self.session.redo_stack else action
-        patch = self._patches.get(id(original))
-        if patch is not None and patch[0] is original and self.labels is not None:
-            self._quietly(patch[1].apply, self.labels, undoing)
+        """Session listener: write an undone or redone stroke's voxels; recolour one finding, or rebuild."""
+        if action.voxels is not None and self.labels is not None:
+            if not self.batch:  # the reader's own stroke is in the layer already
+                self._write_strokes([action.voxels], undoing=action.kind.startswith("undo "))
+            _SHOWN_STROKES[self.labels] = self._session_strokes()
         if self.batch:
             return
         if action.kind.removeprefix("undo ") in IN_PLACE and action.before is not None and action.after is not None:
@@ -380,12 +402,60 @@ class ReviewLayers:
         else:
             self.show_all()
 
+    def _session_strokes(self) -> list[dict]:
+        return [action.voxels for action in self.session.history if action.voxels is not None]
+
+    def _show_strokes(self) -> None:
+        """Bring the Labels layer to the session's masks: the strokes it shows that the session
+        has not are undone, the session's strokes it does not show yet are written (a reopened
+        review's, on the model's masks)."""
+        shown, wanted = _SHOWN_STROKES.get(self.labels, []), self._session_strokes()
+        same = 0
+        while same < min(len(shown), len(wanted)) and shown[same] == wanted[same]:
+            same += 1
+        if same < len(shown):
+            self._write_strokes(list(reversed(shown[same:])), undoing=True)
+        if same < len(wanted):
+            self._write_strokes(wanted[same:], undoing=False)
+        _SHOWN_STROKES[self.labels] = wanted
+
+    def _write_strokes(self, strokes: Sequence[dict | MaskPatch], undoing: bool) -> None:
+        """Write mask voxels into the Labels layer (not read back as the reader's strokes)."""
+        try:
+            for stroke in strokes:
+                patch = stroke if isinstance(stroke, MaskPatch) else MaskPatch.from_dict(stroke)
+                self._quietly(patch.apply, self.labels.data, undoing)
+        except (MedcadError, ValueError, TypeError) as err:
+            notify_error(err if isinstance(err, MedcadError) else MedcadError(f"mask edits not shown ({err})"))
+        finally:
+            self._quietly(self.labels.refresh)
+
+    def _forget_napari_history(self) -> None:
+        """The review owns undo on the Labels layer: napari's own history would replay strokes
+        the review has undone or redone already, without telling it, so it is kept empty."""
+        for name in ("_undo_history", "_redo_history"):
+            history = getattr(self.labels, name, None)
+            if hasattr(history, "clear"):
+                history.clear()
+
     # layers -> session -----------------------------------------------------------------------
     def _later(self, flag: str, handler) -> None:
         """Run ``handler`` once after napari has finished the current edit (selection, refresh)."""
         if not getattr(self, flag):
             setattr(self, flag, True)
             QTimer.singleShot(0, lambda: self._closed or handler())
+
+    def flush(self) -> None:
+        """Read the layer edits still waiting for their timer now (the session calls this before
+        any other action, undo or redo: the history keeps the order of the reader's gestures)."""
+        if self._closed or self.batch:
+            return
+        if self._pending_atoms:
+            self.sync_from_labels()
+        if self._pending_points:
+            self.sync_from_points()
+        if self._pending_boxes:
+            self.sync_from_boxes()
 
     def _on_points_data(self, event) -> None:
         if not self._syncing and str(getattr(event, "action", "")) in ("added", "removed", "changed"):
@@ -405,14 +475,21 @@ class ReviewLayers:
         if self.rows.get(finding_id) == selected[0]:
             self.on_point_selected(finding_id)
 
-    def _run_batch(self, actions) -> None:
-        """Apply several session actions as one edit, then rebuild the layers and the table."""
+    def _run_batch(self, actions, voxels: MaskPatch | None = None) -> None:
+        """Make the session actions of one layer edit as one (a session batch, with the stroke's
+        ``voxels``), then rebuild the layers and the table.  If the session refuses them (a save
+        failed) the error is shown once and the layers go back to what the session holds: the
+        stroke's voxels are taken back out of the Labels layer."""
         last = None
         self.batch = True
         try:
-            last = actions()
+            with self.session.batch(voxels):
+                last = actions()
         except MedcadError as err:
             notify_error(err)
+            last = None
+            if voxels is not None and self.labels is not None:
+                self._write_strokes([voxels], undoing=True)
         finally:
             self.batch = False
             self.show_all()
@@ -424,15 +501,19 @@ class ReviewLayers:
         self._apply_edits(*points_edits(self.points, self.session.findings.items))
 
     def _apply_edits(self, moved, added, deleted) -> None:
-        """Moves, additions ``(centre, diameter)`` and deletions as one edit (see ``_run_batch``);
-        deleting a model finding rejects it, so deleting a rejected one again does nothing."""
+        """Moves ``(id, centre[, bbox, diameter])``, additions ``(centre, diameter)`` and deletions
+        as one action (see ``_run_batch``); deleting a model finding rejects it, so deleting a
+        rejected one again does nothing."""
         if not (moved or added or deleted):
             return
 
         def actions():
             last = None
-            for finding_id, centre in moved:
-                last = self.session.move(finding_id, centre).id
+            for finding_id, centre, *box in moved:
+                bbox, diameter = (list(box) + [None, None])[:2]
+                last = self.session.move(finding_id, centre, bbox).id
+                if diameter is not None:
+                    self.session.resize(finding_id, diameter)
             for finding_id in deleted:
                 if self.session.findings[finding_id].status != Status.REJECTED:
                     self.session.remove(finding_id)
@@ -443,23 +524,30 @@ class ReviewLayers:
         self._run_batch(actions)
 
     def _on_boxes_data(self, event) -> None:
-        if not self._syncing and str(getattr(event, "action", "")) in ("added", "removed"):
+        if not self._syncing and str(getattr(event, "action", "")) in ("added", "removed", "changed"):
             self._later("_pending_boxes", self.sync_from_boxes)
 
     def sync_from_boxes(self) -> None:
         """A box the reader drew is an added finding (centre, and the mean side as diameter); a
-        deleted box removes its finding as deleting its point does."""
+        box moved or resized with the select tool moves (and resizes) its finding; a deleted box
+        removes its finding as deleting its point does."""
         self._pending_boxes = False
-        known = {f.id for f in self.session.findings}
+        findings = self.session.findings
+        known = {f.id: f for f in findings}
         kept, new_rows = rows_by_id(self.boxes.features, len(self.boxes.data), known)
         spacing = np.linalg.norm(layer_matrix(self.boxes)[:-1, :-1], axis=0)  # mm per data unit, per axis
-        added = []
+        added, moved = [], []
         for row in new_rows:
             corners = np.asarray(self.boxes.data[row], float)
             centre = data_to_world_mm(self.boxes, corners.mean(axis=0))[0]
             extent_mm = ((corners.max(axis=0) - corners.min(axis=0)) * spacing)[-2:]
             added.append((tuple(float(v) for v in centre), float(np.mean(extent_mm))))
-        self._apply_edits([], added, [finding_id for finding_id in known if finding_id not in kept])
+        if findings.geometry is not None:
+            for finding_id, row in kept.items():
+                change = box_change(findings, known[finding_id], np.asarray(self.boxes.data[row], float), spacing)
+                if change is not None:
+                    moved.append((finding_id, *change))
+        self._apply_edits(moved, added, [finding_id for finding_id in known if finding_id not in kept])
 
     def _on_paint(self, event) -> None:
         if self._syncing:
@@ -470,47 +558,41 @@ class ReviewLayers:
         self._pending_atoms.extend(event.value)
 
     def sync_from_labels(self) -> None:
-        """Paint strokes: a new label value is an added finding, a mask erased to nothing rejects.
-        The voxels each of those actions changed are kept so its undo can restore them."""
+        """One stroke (the paint records since the last read) is one session action carrying its
+        voxels: a new label value is an added finding, a mask erased to nothing rejects its model
+        finding (removes a reader's), and a mask only trimmed or grown is a ``mask`` action on
+        its finding (edited, unless added or rejected); voxels of no finding are an action of
+        their own.  So every stroke is saved, and undone, with its voxels."""
         atoms, self._pending_atoms = self._pending_atoms, []
         if self.labels is None or not atoms:
             return
-        by_value = {label_value_of(f): f for f in self.session.findings}
-        by_value.pop(None, None)
+        self._forget_napari_history()
         try:
-            voxels = [atom_voxels(atom, self.labels.data.shape) for atom in atoms]
-            new_components, erased = labels_paint_changes(self.labels, atoms, by_value)
+            patch = stroke_patch(self.labels, atoms)
         except (TypeError, ValueError, IndexError) as err:  # an unknown kind of paint record
             notify_error(err)
             return
-        for indices, old, new in voxels:  # what each known mask lost, kept until it is gone
-            for value in np.unique(old[old != new]):
-                if int(value) in by_value:
-                    keep = (old == value) & (new != value)
-                    self._erased.setdefault(int(value), []).append(
-                        (tuple(i[keep] for i in indices), old[keep], new[keep]))
-        if not (new_components or erased):
+        if patch is None:
             return
+        by_value = {label_value_of(f): f for f in self.session.findings}
+        by_value.pop(None, None)
+        new_components, erased = mask_changes(self.labels, patch, by_value)
+        trimmed = [by_value[value] for value in sorted(patch.values()) if value in by_value and value not in erased]
 
         def actions():
             last = None
             for value, centre, volume, diameter in new_components:
                 last = self.session.add(centre, diameter, label=self.new_label(), mask_value=value,
                                         volume_mm3=volume).id
-                painted = [(tuple(i[new == value] for i in indices), old[new == value], new[new == value])
-                           for indices, old, new in voxels]
-                self._keep_patch(VoxelPatch.of(painted))
             for value in erased:
-                if by_value[value].status != Status.REJECTED:
-                    self.session.remove(by_value[value].id)
-                    self._keep_patch(VoxelPatch.of(self._erased.pop(value)))
+                finding = by_value[value]
+                if finding.status == Status.REJECTED:
+                    self.session.edit_mask(finding.id)  # stays rejected; its voxels are saved with the action
+                else:
+                    self.session.remove(finding.id)
+            for finding in trimmed:
+                self.session.edit_mask(finding.id)
+                last = finding.id if last is None else last
             return last
 
-        self._run_batch(actions)
-
-    def _keep_patch(self, patch: VoxelPatch) -> None:
-        """Tie ``patch`` to the session's latest action; forget patches of actions gone for good."""
-        action = self.session.history[-1]
-        alive = {id(a) for a in self.session.history} | {id(a) for a in self.session.redo_stack}
-        self._patches = {key: value for key, value in self._patches.items() if key in alive}
-        self._patches[id(action)] = (action, patch)
+        self._run_batch(actions, voxels=patch)
