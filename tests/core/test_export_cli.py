@@ -99,6 +99,28 @@ def test_export_with_a_review_file(tmp_path, run_cli):
     assert "different image" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
 
 
+def test_export_with_a_review_file_keeps_the_readers_mask_edits(tmp_path, run_cli):
+    """A reader's stroke is saved with the review; the export's label map must show it."""
+    from napari_medcad.core.review import MaskPatch, ReviewSession
+
+    image = small_ct()
+    write_image(image, tmp_path / "scan.nii.gz")
+    image = read_image(tmp_path / "scan.nii.gz")
+    findings = predict_folder(tmp_path / "pred" / "scan", image)
+    session = ReviewSession.start(findings, image.content_signature(), path=tmp_path / "scan.review.json")
+    session.accept(2)
+    trimmed = np.nonzero(np.ones((2, 4, 2), bool))  # finding 1 loses its x 5..6 half
+    trim = [(tuple(i + o for i, o in zip(trimmed, (2, 5, 5))), np.full(16, 1, np.uint16), np.uint16(0))]
+    with session.batch(MaskPatch.of(trim)):
+        session.edit_mask(1)
+    result = run_cli("export", "--image", str(tmp_path / "scan.nii.gz"), "--findings", str(tmp_path / "pred" / "scan"),
+                     "--review", str(tmp_path / "scan.review.json"), "--out", str(tmp_path / "ds"), "--quiet")
+    assert result.returncode == 0, result.stderr
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "ds" / "labelsTr" / "case_0001.nii.gz")))
+    assert labels[3, 6, 6] == 0 and labels[3, 7, 7] == 1  # the trimmed half is gone, the rest stays
+    assert labels.sum() == 2 * 4 * 2 + 2 * 4 * 4  # finding 1 trimmed; accepted finding 2 whole
+
+
 def test_export_with_a_review_hashes_the_image_once(tmp_path, monkeypatch, capsys):
     """The content signature (a hash of every voxel) is computed once and passed on."""
     from napari_medcad.cli import main

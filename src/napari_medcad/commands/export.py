@@ -53,18 +53,26 @@ def _model_from_report(path: Path) -> dict:
         return {}
 
 
-def load_reviewed(path: str, image_signature: str):
-    """The reviewed findings of a review file; refused when it belongs to another image."""
-    from ..core.errors import MedcadError
+def load_reviewed(path: str, image, image_signature: str, labels=None):
+    """(reviewed findings, masks as the reader left them) of a review file of ``image``; refused
+    when it belongs to another image.  The reader's mask strokes are saved with the review, so
+    they are made again on ``labels`` (the model's masks the review began with; None: an empty
+    map on the image's grid, when the reader painted masks onto findings that came without any)."""
+    import numpy as np
 
-    try:
-        from ..core.review import load_review
-    except ImportError:
-        raise MedcadError("this installation cannot read review files yet") from None
-    findings = load_review(path, image_signature)
+    from ..core.errors import MedcadError
+    from ..core.review import ReviewSession
+
+    session = ReviewSession.open(path, image_signature)
+    findings = session.reviewed_findings()
     if findings.image_signature and findings.image_signature != image_signature:
         raise MedcadError("this review belongs to a different image (content signatures differ)", path)
-    return findings
+    if session.mask_patches():
+        if labels is None:
+            labels = image.with_array(np.zeros(image.spatial_shape, np.uint16), modality="SEG",
+                                      name=f"{image.name} masks", metadata={})
+        labels = labels.with_array(session.apply_mask_edits(np.asarray(labels.array)))
+    return findings, labels
 
 
 def _progress(quiet: bool):
@@ -99,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             raise MedcadError("the findings folder or CSV does not exist", source)
     if args.review is not None:
-        reviewed = load_reviewed(args.review, signature)
+        reviewed, labels = load_reviewed(args.review, image, signature, labels)
         if findings is not None:  # the CSV's model provenance, unless the review carries its own
             reviewed.provenance = {**findings.provenance, **reviewed.provenance}
         findings = reviewed
