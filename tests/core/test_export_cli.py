@@ -101,7 +101,8 @@ def test_export_with_a_review_file(tmp_path, run_cli):
 
 def test_export_with_a_review_file_keeps_the_readers_mask_edits(tmp_path, run_cli):
     """A reader's stroke is saved with the review; the export's label map must show it."""
-    from napari_medcad.core.review import MaskPatch, ReviewSession
+    from napari_medcad.core.mask_patch import MaskPatch
+    from napari_medcad.core.review import ReviewSession
 
     image = small_ct()
     write_image(image, tmp_path / "scan.nii.gz")

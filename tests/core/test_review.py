@@ -218,7 +218,7 @@ def test_a_reviews_folder_the_session_makes_is_private(tmp_path):
 
 # mask voxels, batches, failed saves, damaged files, other writers, restart ------------------------------
 from napari_medcad.core import review as review_module  # noqa: E402
-from napari_medcad.core.review import MaskPatch  # noqa: E402
+from napari_medcad.core.mask_patch import MaskPatch  # noqa: E402
 
 
 def cube(value, corner=(3, 20, 30), size=5):

@@ -32,7 +32,8 @@ from qtpy.QtCore import QTimer
 
 from ..core.errors import MedcadError
 from ..core.findings import Finding, Status
-from ..core.review import Action, MaskPatch, ReviewSession
+from ..core.mask_patch import MaskPatch
+from ..core.review import Action, ReviewSession
 from .findings_layers import (
     box_rectangles,
     data_to_world_mm,
