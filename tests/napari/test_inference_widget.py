@@ -168,6 +168,43 @@ def test_rerun_asks_before_replacing_edited_findings(widget, qtbot, monkeypatch)
     assert new_points is not points and len(findings_layers_of(viewer.layers, "ct")) == 4
 
 
+def test_a_rerun_the_reader_agreed_to_starts_the_review_over_and_no_keeps_it(widget, qtbot, monkeypatch, tmp_path):
+    """The review of replaced findings is not resumed on the new ones (its table would name
+    findings and mask values that are gone): the new findings are reviewed afresh and the old
+    review file is kept aside.  "No" leaves the review as it was, on disk too."""
+    from qtpy.QtWidgets import QMessageBox
+
+    from napari_medcad.core.review import default_review_path
+    from napari_medcad.napari.widgets.review import ReviewWidget
+
+    monkeypatch.setenv("NAPARI_MEDCAD_REVIEWS", str(tmp_path / "reviews"))
+    answer = [QMessageBox.StandardButton.No]
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: answer[0])
+    viewer = widget.viewer
+    review = ReviewWidget(viewer)
+    qtbot.addWidget(review)
+    run_to_end(widget, qtbot)
+    session = review.session
+    assert session is not None and len(session.findings) == len(BLOBS)
+    review.select_finding(1)
+    review.accept_current()
+    path = default_review_path(session.image_signature)
+    saved = path.read_bytes()
+
+    assert widget.run() is None  # "No": nothing runs, the review goes on untouched
+    assert review.session is session and session.findings[1].status.value == "accepted"
+    assert path.read_bytes() == saved and not list(path.parent.glob("*.replaced-*"))
+
+    answer[0] = QMessageBox.StandardButton.Yes
+    run_to_end(widget, qtbot)
+    (points,) = by_kind(viewer, Points)
+    assert review.points_layer is points and review.session is not session
+    assert {f.status.value for f in review.session.findings} == {"pending"} and not review.session.history
+    assert review.proxy.rowCount() == len(points.data) == len(BLOBS)
+    (kept,) = path.parent.glob("*.replaced-*.review.json")
+    assert kept.read_bytes() == saved and "kept aside" in review.status_label.text()
+
+
 def test_painted_masks_count_as_edits(widget, qtbot, monkeypatch):
     from qtpy.QtWidgets import QMessageBox
 

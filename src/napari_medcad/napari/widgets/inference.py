@@ -3,7 +3,10 @@
 Thin by design: ``core.inference.run.run_model`` does the work (in a napari generator worker
 through :class:`JobRunner`, with progress and Cancel) and ``napari.findings_layers`` turns its
 result into Points / Labels / Shapes / heatmap layers.  This module only picks the inputs,
-asks before replacing findings a reader has edited, and swaps the layers.
+asks before replacing findings a reader has edited, and swaps the layers.  When the reader
+agrees to replace edited findings, the new Points layer is marked (``REPLACES_REVIEW``) so the
+Review widget starts a fresh review of them, keeping the old review file aside, instead of
+resuming the old review on findings that are no longer shown.
 
 Keeping napari's event loop free (benchmarks/bench_gui_stall.py):
 
@@ -49,6 +52,7 @@ from ...core.errors import Cancelled, MedcadError
 from ...core.inference.run import UNKNOWN_MODALITIES, run_model
 from ..findings_layers import (
     ROLE_HEATMAP,
+    ROLE_POINTS,
     add_findings_layers,
     findings_count,
     findings_layers_of,
@@ -68,6 +72,9 @@ if TYPE_CHECKING:  # pragma: no cover
 PLUGIN = "napari-medcad"
 WIDGET_NAME = "Inference"
 BROWSE = "__browse__"
+#: ``widgets.review.REPLACES_REVIEW``, the key that makes the Review widget start the new findings'
+#: review over; spelled out, not imported: that module loads the export engine (0.4 s)
+REPLACES_REVIEW = "replaces_review"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -99,6 +106,16 @@ def _run_job(image, card, device: str, source_name: str = "", show_heatmap: bool
         layers += graph_layer_data(result.graph, image, source_layer=source, model=str(rescorer.get("model", "")),
                                    model_version=str(rescorer.get("model_version", "")))
     return result, layers
+
+
+def _replacing_review(layer_tuple):
+    """A findings Points layer's data marked so that its review starts over (others unchanged)."""
+    data, kwargs, kind = layer_tuple
+    info = (kwargs.get("metadata") or {}).get(META_KEY, {})
+    if info.get("role") != ROLE_POINTS:
+        return layer_tuple
+    metadata = {**kwargs["metadata"], META_KEY: {**info, REPLACES_REVIEW: True}}
+    return data, {**kwargs, "metadata": metadata}, kind
 
 
 def _remove_layer(layers, layer) -> None:
@@ -379,14 +396,15 @@ class InferenceWidget(QWidget):
         except MedcadError as err:
             return self._fail(err)
         previous = findings_layers_of(self.viewer.layers, layer.name)
-        if previous and layers_edited(previous) and not self._confirm_replace(layer.name):
+        replaces_edits = bool(previous) and layers_edited(previous)
+        if replaces_edits and not self._confirm_replace(layer.name):
             self.message.setText("kept the edited findings; nothing was run")
             return None
         self.run_button.setEnabled(False)
         return self.runner.start(
             _run_job, image, card, self.device, layer.name, self.heatmap_check.isChecked(), self.warmed_up,
             self.rescore_check.isChecked(),
-            on_result=lambda result: self._add_result(result, layer.name),
+            on_result=lambda result: self._add_result(result, layer.name, replaces_edits),
             on_finish=lambda: self.run_button.setEnabled(not self.busy),
         )
 
@@ -422,19 +440,25 @@ class InferenceWidget(QWidget):
         answer = QMessageBox.question(
             self, "Replace edited findings?",
             f"The findings on '{name}' were edited (points moved, added or deleted, masks or boxes "
-            "changed). Running the model again replaces them. Replace them?",
+            "changed). Running the model again replaces them, and their review starts over (the saved review "
+            "is kept aside). Replace them?",
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No,
         )
         return answer == QMessageBox.StandardButton.Yes
 
-    def _add_result(self, outcome, source_name: str) -> None:
-        """Swap the old findings layers for the new ones, one layer per event-loop turn."""
+    def _add_result(self, outcome, source_name: str, replaces_edits: bool = False) -> None:
+        """Swap the old findings layers for the new ones, one layer per event-loop turn.
+
+        ``replaces_edits``: the reader agreed to replace edited findings, so the review of the
+        new ones starts over (the Review widget keeps the old review file aside)."""
         if outcome is None:  # cancelled: nothing is added, nothing is removed
             return None
         if isinstance(outcome, _UserError):
             self.runner.status.setText(str(outcome.error))
             return self._fail(outcome.error)
         result, layer_data = outcome
+        if replaces_edits:
+            layer_data = [_replacing_review(one) for one in layer_data]
         added: list = []
         steps: list[Callable[[], None]] = [
             (lambda old=old: _remove_layer(self.viewer.layers, old))

@@ -7,10 +7,21 @@ This module is the controls, the keyboard, and the view following the current ro
 
 Deleted model points become *rejected* and stay drawn as hollow red rings (hard negatives for
 retraining); deleting a reader's own point removes it.
+
+The current finding is kept by its id, not by its table row: the table's model is the session's
+own list, so after an add or a removal a row number read before the table is rebuilt names
+another finding (or none).  Only choosing a row (click, N, P, after a decision) moves the view;
+the row selected for a finding the reader just edited on the canvas leaves it where it is.
+
+Which review a findings layer starts: the one saved for its image if it was made on these
+findings; a fresh one (the saved one kept aside) when the Inference widget replaced edited
+findings with the reader's consent (``REPLACES_REVIEW`` in the new Points layer's metadata);
+and when the saved review was made on other findings, the reader chooses.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 from qtpy.QtCore import QItemSelectionModel, Qt
@@ -27,6 +38,7 @@ from qtpy.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QPushButton,
     QShortcut,
     QTableView,
@@ -43,7 +55,7 @@ from ..findings_layers import (ROLE_BOXES, ROLE_LABELS, ROLE_POINTS, base_findin
 from ..findings_table import ALL_STATUSES, FindingsFilter, FindingsTableModel
 from ..jobs import JobRunner, notify_error
 from ..layers import META_KEY, image_from_layer
-from ..review_sync import IN_PLACE, ReviewLayers
+from ..review_sync import IN_PLACE, REDO_KEY, UNDO_KEY, ReviewLayers
 
 try:  # the export engineer's core function; without it there is no Export button
     from ...core.export import export_case
@@ -54,6 +66,9 @@ SHORTCUTS = {
     "accept": ("A",), "reject": ("R",), "next": ("N",), "previous": ("P",),
     "undo": ("Ctrl+Z",), "redo": ("Ctrl+Shift+Z", "Ctrl+Y"),
 }
+#: set (True) in a findings Points layer's ``metadata["medcad"]`` by whoever replaced edited
+#: findings with the reader's consent: its review starts over (the saved one is kept aside)
+REPLACES_REVIEW = "replaces_review"
 
 
 class ReviewWidget(QWidget):
@@ -67,7 +82,13 @@ class ReviewWidget(QWidget):
         self.labels_layer = None
         self.image_layer = None
         self.layers: ReviewLayers | None = None
-        self._follow_view = True  # False while a point clicked on the canvas picks the row
+        self._follow_view = True  # False while a row is chosen for the reader's canvas click or edit
+        self._current_id: int | None = None  # the current row's finding, by id (see the module docstring)
+        self._starting = False  # a review is being opened (a dialog may run the event loop meanwhile)
+        self._failure: tuple | None = None  # what the last automatic start failed on (see _failed_before)
+        self._names: dict[int, tuple] = {}  # id(layer) -> (layer, its name before a rename)
+        self._keyed_layers: list = []  # Points / boxes layers whose Ctrl+Z is the review's
+        self._set_aside = False  # the review just started moved a saved one aside
 
         self.findings_combo = QComboBox()
         self.findings_combo.activated.connect(lambda index: self.start_review())
@@ -149,8 +170,10 @@ class ReviewWidget(QWidget):
             layout.addWidget(self.export_button)
             layout.addWidget(self.runner)
 
-        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
-            event.connect(self._refresh_layers)
+        self.viewer.layers.events.inserted.connect(self._on_layer_inserted)
+        self.viewer.layers.events.removed.connect(self._on_layer_removed)
+        for layer in self.viewer.layers:
+            self._watch_name(layer)
         self._refresh_layers()
         self._update_controls()
 
@@ -158,13 +181,30 @@ class ReviewWidget(QWidget):
     def _findings_layers(self) -> list:
         return [layer for layer in self.viewer.layers if role_of(layer) == ROLE_POINTS]
 
-    def _refresh_layers(self, event=None) -> None:
-        layers = self._findings_layers()
-        current = self.findings_combo.currentText()
+    def _on_layer_inserted(self, event) -> None:
+        self._watch_name(event.value)
+        self._refresh_layers()
+
+    def _on_layer_removed(self, event) -> None:
+        self._unwatch_name(event.value)
+        self._refresh_layers()
+
+    def _fill_combo(self, layers=None) -> None:
+        """The findings layers by name, the one under review (or the one chosen) current."""
+        layers = self._findings_layers() if layers is None else layers
+        current = self.points_layer.name if self.points_layer is not None else self.findings_combo.currentText()
         self.findings_combo.blockSignals(True)
         self.findings_combo.clear()
         self.findings_combo.addItems([layer.name for layer in layers])
+        if current:
+            self.findings_combo.setCurrentText(current)
         self.findings_combo.blockSignals(False)
+
+    def _refresh_layers(self, event=None) -> None:
+        layers = self._findings_layers()
+        self._fill_combo(layers)
+        if self._starting:  # layers added while a start asks the reader: that start decides
+            return
         if self.points_layer is not None and self.points_layer not in layers:
             self._stop_review("the findings layer was closed")
         elif self.layers is not None and any(layer is not None and layer not in self.viewer.layers
@@ -172,34 +212,118 @@ class ReviewWidget(QWidget):
             self._begin(self.session, self.points_layer, self.image_layer)  # the masks or boxes were closed
         if self.points_layer is None and layers:  # the newest findings
             self.findings_combo.setCurrentIndex(len(layers) - 1)
-            self.start_review()
-        elif current:
-            self.findings_combo.setCurrentText(current)
+            self.start_review(automatic=True)
 
+    # following renames ----------------------------------------------------------------------------
+    def _watch_name(self, layer) -> None:
+        if id(layer) not in self._names:
+            layer.events.name.connect(self._on_layer_renamed)
+        self._names[id(layer)] = (layer, layer.name)
+
+    def _unwatch_name(self, layer) -> None:
+        if self._names.pop(id(layer), None) is not None:
+            layer.events.name.disconnect(self._on_layer_renamed)
+
+    def _on_layer_renamed(self, event) -> None:
+        """Findings (and the graph and explanations) name the image they were made on: a renamed
+        image takes them along; a renamed findings layer is renamed in the list too."""
+        layer = event.source
+        entry = self._names.get(id(layer))
+        old = entry[1] if entry is not None and entry[0] is layer else None
+        self._names[id(layer)] = (layer, layer.name)
+        if old and old != layer.name:
+            for other in self.viewer.layers:
+                info = other.metadata.get(META_KEY) if isinstance(other.metadata, dict) else None
+                if other is not layer and isinstance(info, dict) and info.get("source_layer") == old:
+                    info["source_layer"] = layer.name
+        self._fill_combo()
+
+    # starting a review ------------------------------------------------------------------------------
     def select_findings(self, name: str) -> ReviewSession | None:
         self.findings_combo.setCurrentText(name)
         return self.start_review()
 
-    def start_review(self) -> ReviewSession | None:
-        """Start (or resume) the review of the chosen findings; None (and a message) if impossible."""
+    def start_review(self, automatic: bool = False) -> ReviewSession | None:
+        """Start (or resume) the review of the chosen findings; None (and a message) if impossible.
+
+        ``automatic`` (findings layers arrived or left): a start that failed is not retried, nor
+        its error shown again, until the findings, their image or the review file change."""
         name = self.findings_combo.currentText()
         layer = self.viewer.layers[name] if name in self.viewer.layers else None
-        if layer is None:
+        if layer is None or self._starting:
             return None
         if layer is self.points_layer and self.session is not None:
             return self.session
-        source = layer.metadata.get(META_KEY, {}).get("source_layer", "")
+        info = layer.metadata.get(META_KEY, {})
+        source = info.get("source_layer", "")
+        image_layer = self.viewer.layers[source] if source in self.viewer.layers else None
+        if automatic and self._failed_before(layer, image_layer):
+            return None
+        path = None
+        self._starting = True
         try:
-            if source not in self.viewer.layers:
+            if image_layer is None:
                 raise MedcadError(f"open the image '{source}' these findings were made on to review them")
-            image = image_from_layer(self.viewer.layers[source])
-            signature = image.content_signature()
-            session = ReviewSession.start(base_findings(layer), signature, default_review_path(signature))
+            signature = image_from_layer(image_layer).content_signature()
+            path = default_review_path(signature)
+            session = self._open_session(layer, signature, path)
         except MedcadError as err:
+            self._failure = (layer, image_layer, _data_id(image_layer), path, _file_state(path))
             self._stop_review(str(err))
             notify_error(err)
             return None
-        return self._begin(session, layer, self.viewer.layers[source])
+        finally:
+            self._starting = False
+        self._failure = None
+        if session is None or layer not in self.viewer.layers or image_layer not in self.viewer.layers:
+            self._refresh_layers()  # closed while the reader was asked
+            return None
+        info.pop(REPLACES_REVIEW, None)  # from now on this layer's review is the one just started
+        self._begin(session, layer, image_layer)
+        if self._set_aside:
+            self.status_label.setText(self.status_label.text() + f"; the earlier review of this image was kept "
+                                      f"aside in {path.parent} (*.replaced-*.review.json)")
+        return session
+
+    def _failed_before(self, layer, image_layer) -> bool:
+        """The last automatic start failed on these very layers, and the review file is as it was."""
+        if self._failure is None:
+            return False
+        points, image, data, path, state = self._failure
+        return points is layer and image is image_layer and data == _data_id(image_layer) and state == _file_state(path)
+
+    def _open_session(self, layer, signature: str, path: Path) -> ReviewSession | None:
+        """The saved review if it was made on these findings; a fresh one (the saved one kept
+        aside) if the findings replaced reviewed ones with the reader's consent, or if the reader
+        chooses to start over a review made on other findings; None if the layer was closed
+        while the reader was asked."""
+        findings = base_findings(layer)
+        restart = bool(layer.metadata.get(META_KEY, {}).get(REPLACES_REVIEW))
+        self._set_aside = False
+        if not restart and path.exists() and not ReviewSession.saved_findings_match(findings, path):
+            saved = ReviewSession.open(path, signature)  # refused here if damaged or of another image
+            restart = not (saved.history or saved.redo_stack) or self._ask_start_over(layer, saved)
+            if layer not in self.viewer.layers:
+                return None
+        self._set_aside = restart and path.exists()
+        return ReviewSession.start(findings, signature, path, restart=restart)
+
+    def _ask_start_over(self, layer, saved: ReviewSession) -> bool:
+        """Whether the reader starts a new review of ``layer``'s findings rather than resuming
+        ``saved``, which was made on other findings of the same image."""
+        actions = len(saved.history)
+        box = QMessageBox(QMessageBox.Icon.Question, "Resume the saved review?",
+                          f"A saved review of this image ({actions} action{'' if actions == 1 else 's'}, "
+                          f"{findings_count(len(saved.findings))}) was made on other findings than those in "
+                          f"'{layer.name}'.\n\nResume it: its findings replace those shown.\n"
+                          f"Start over: review the findings in '{layer.name}'; the saved review is kept "
+                          f"aside in {saved.path.parent}.", parent=self)
+        resume = box.addButton("Resume", QMessageBox.ButtonRole.AcceptRole)
+        start_over = box.addButton("Start over", QMessageBox.ButtonRole.DestructiveRole)
+        box.setDefaultButton(resume)
+        box.setEscapeButton(resume)
+        box.exec()
+        return box.clickedButton() is start_over
 
     def open_review_file(self, path) -> ReviewSession | None:
         """Continue a review saved elsewhere; refused if it was made on another image."""
@@ -217,6 +341,8 @@ class ReviewWidget(QWidget):
 
     def _begin(self, session: ReviewSession, points_layer, image_layer) -> ReviewSession:
         self._disconnect_layers()
+        if session is not self.session:
+            self._current_id = None
         self.session, self.points_layer, self.image_layer = session, points_layer, image_layer
         made = findings_layers_of(self.viewer.layers, image_layer.name)
         labels = [layer for layer in made if role_of(layer) == ROLE_LABELS]
@@ -226,6 +352,7 @@ class ReviewWidget(QWidget):
             session, points_layer, self.labels_layer, boxes[-1] if boxes else None, on_edited=self._after_edit,
             on_point_selected=self._on_point_selected, new_label=lambda: self.class_combo.currentText() or "nodule",
             undo=self.undo, redo=self.redo)
+        self._bind_undo_keys(points_layer, self.layers.boxes)
         session.listeners.append(self._on_action)
         self._refresh_table()
         resumed = len(session.history)
@@ -236,16 +363,30 @@ class ReviewWidget(QWidget):
         self._update_controls()
         return session
 
+    def _bind_undo_keys(self, *layers) -> None:
+        """Ctrl+Z / Ctrl+Shift+Z on the canvas while the Points or boxes layer is active are the
+        review's undo and redo, as on the Labels layer (there ``ReviewLayers`` binds them)."""
+        for layer in layers:
+            if layer is not None:
+                layer.bind_key(UNDO_KEY, lambda layer: self.undo(), overwrite=True)
+                layer.bind_key(REDO_KEY, lambda layer: self.redo(), overwrite=True)
+                self._keyed_layers.append(layer)
+
     def _disconnect_layers(self) -> None:
         if self.session is not None and self._on_action in self.session.listeners:
             self.session.listeners.remove(self._on_action)
         if self.layers is not None:
             self.layers.disconnect()
             self.layers = None
+        for layer in self._keyed_layers:
+            for key in (UNDO_KEY, REDO_KEY):
+                layer.bind_key(key, None)
+        self._keyed_layers = []
 
     def _stop_review(self, message: str) -> None:
         self._disconnect_layers()
         self.session = self.points_layer = self.labels_layer = self.image_layer = None
+        self._current_id = None
         self.model.set_items([])
         self.status_label.setText(message)
         self._update_controls()
@@ -265,10 +406,32 @@ class ReviewWidget(QWidget):
         self.proxy.set_filter(self.min_probability.value(), self.status_filter.currentText())
 
     def current_finding(self) -> Finding | None:
-        index = self.table.selectionModel().currentIndex()
-        if self.session is None or not index.isValid():
+        """The current row's finding, found by its id (the row numbers may be stale, see above)."""
+        if self.session is None or self._current_id is None:
             return None
-        return self.model.items[self.proxy.mapToSource(index).row()]
+        return self._finding(self._current_id)
+
+    def _finding(self, finding_id: int) -> Finding | None:
+        items, row = self.model.items, self.model.rows.get(finding_id)
+        if row is not None and row < len(items) and items[row].id == finding_id:
+            return items[row]
+        return next((f for f in self.session.findings if f.id == finding_id), None) if self.session else None
+
+    def _id_at(self, proxy_index) -> int | None:
+        """The finding id of a row of the table (None for no row)."""
+        if not proxy_index.isValid():
+            return None
+        row = self.proxy.mapToSource(proxy_index).row()
+        return self.model.items[row].id if 0 <= row < len(self.model.items) else None
+
+    @contextmanager
+    def _view_stays(self):
+        """Rows chosen inside this block select their finding without moving the view."""
+        follow, self._follow_view = self._follow_view, False
+        try:
+            yield
+        finally:
+            self._follow_view = follow
 
     def visible_ids(self) -> list[int]:
         """Finding ids in table order (after sorting and filtering)."""
@@ -289,6 +452,7 @@ class ReviewWidget(QWidget):
         return True
 
     def _on_current_row(self, current, previous=None) -> None:
+        self._current_id = self._id_at(current)
         finding = self.current_finding()
         if finding is not None and self._follow_view:
             self.go_to(finding)
@@ -298,11 +462,8 @@ class ReviewWidget(QWidget):
 
     def _on_point_selected(self, finding_id: int) -> None:
         """A point picked on the canvas selects its row; the view stays where the reader is."""
-        self._follow_view = False
-        try:
+        with self._view_stays():
             self.select_finding(finding_id)
-        finally:
-            self._follow_view = True
 
     def go_to(self, finding: Finding) -> None:
         """Move the slice to the finding, centre the camera on it and highlight it in the layers."""
@@ -362,8 +523,7 @@ class ReviewWidget(QWidget):
         if finding is None or self.session is None:
             return
         index = self.table.selectionModel().currentIndex()
-        following = self.proxy.index(index.row() + 1, 0)
-        next_id = (self.model.items[self.proxy.mapToSource(following).row()].id if following.isValid() else None)
+        next_id = self._id_at(self.proxy.index(index.row() + 1, 0))
         try:
             decide(finding.id)
         except MedcadError as err:
@@ -414,26 +574,34 @@ class ReviewWidget(QWidget):
     def _on_action(self, action) -> None:
         if self.session is None or (self.layers is not None and self.layers.batch):
             return
-        if action.kind.removeprefix("undo ") in IN_PLACE and action.before is not None and action.after is not None:
-            fields = [key for key in ("label", "status", "note") if action.before.get(key) != action.after.get(key)]
-            self.model.finding_changed(action.finding_id, fields)
-        else:
-            self._refresh_table()
-        self._update_controls()
+        try:
+            if action.kind.removeprefix("undo ") in IN_PLACE and action.before is not None \
+                    and action.after is not None:
+                fields = [key for key in ("label", "status", "note") if action.before.get(key) != action.after.get(key)]
+                self.model.finding_changed(action.finding_id, fields)
+            else:
+                self._refresh_table()
+        finally:
+            self._update_controls()  # Undo / Redo follow the session after every change
 
     def _refresh_table(self) -> None:
-        """The table rebuilt from the session (after adds, removals, moves, undo of those)."""
-        current = self.current_finding()
+        """The table rebuilt from the session (after adds, removals, moves, undo of those); the
+        current finding stays current (by id: its row may have changed) and the view stays."""
+        current = self._current_id
         self.model.set_items(self.session.findings.items if self.session else [])
-        if current is not None:
-            self.select_finding(current.id)
+        self._current_id = None
+        if current is not None and self.session is not None:
+            with self._view_stays():
+                self.select_finding(current)
         self._update_controls()
 
     def _after_edit(self, finding_id: int | None) -> None:
-        """The reader's layer edit became session actions: table rebuilt, the new one current."""
+        """The reader's layer edit became session actions: table rebuilt, the finding edited
+        current, and the view left where the reader is drawing."""
         self._refresh_table()
         if finding_id is not None:
-            self.select_finding(finding_id)
+            with self._view_stays():
+                self.select_finding(finding_id)
 
     # export -------------------------------------------------------------------------------------
     def export(self, out_dir=None):
@@ -461,6 +629,21 @@ class ReviewWidget(QWidget):
         from napari.utils.notifications import show_info
 
         show_info(text)
+
+
+def _data_id(layer) -> int | None:
+    return id(layer.data) if layer is not None else None
+
+
+def _file_state(path) -> tuple | None:
+    """What a review file is now (size and time, or missing): a failed start is retried once it changes."""
+    if path is None:
+        return None
+    try:
+        stat = Path(path).stat()
+    except OSError as err:
+        return ("missing", err.errno)
+    return (stat.st_size, stat.st_mtime_ns, stat.st_ino)
 
 
 def _camera(viewer):
