@@ -103,6 +103,14 @@ def test_the_runs_notes_are_shown_under_its_summary(widget):
     assert widget.message.text().splitlines()[-1] == "the mask is empty: nothing to search"
 
 
+def test_a_renamed_image_keeps_its_findings(widget, qtbot):
+    run_to_end(widget, qtbot)
+    viewer = widget.viewer
+    viewer.layers["ct"].name = "chest CT"
+    made = [layer for layer in viewer.layers if role_of(layer)]
+    assert made and {layer.metadata["medcad"]["source_layer"] for layer in made} == {"chest CT"}
+
+
 def test_layers_are_added_one_per_event_loop_turn(widget, qtbot, monkeypatch):
     """The result's layers arrive over several event-loop turns; meanwhile the widget is busy
     and refuses a second run."""

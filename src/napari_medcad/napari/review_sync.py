@@ -335,10 +335,14 @@ class ReviewLayers:
             self._show_strokes()
             self._forget_napari_history()
             labels.events.paint.connect(self._on_paint)
-            for key, act in self._layer_keys.items():  # this layer's keymap comes before Labels' own
-                labels.bind_key(key, lambda layer, act=act: act(), overwrite=True)
         if boxes is not None:
             boxes.events.data.connect(self._on_boxes_data)
+        # Ctrl+Z on the canvas is the review's undo while any of its layers is active (a layer's
+        # keymap comes before napari's own, e.g. the Labels layer's paint history)
+        self._keyed = [layer for layer in (points, labels, boxes) if layer is not None]
+        for layer in self._keyed:
+            for key, act in self._layer_keys.items():
+                layer.bind_key(key, lambda layer, act=act: act(), overwrite=True)
         self.show_all()
 
     def disconnect(self) -> None:
@@ -351,10 +355,11 @@ class ReviewLayers:
         self.points.selected_data.events.items_changed.disconnect(self._on_points_selection)
         if self.labels is not None:
             self.labels.events.paint.disconnect(self._on_paint)
-            for key in self._layer_keys:
-                self.labels.bind_key(key, None)  # napari's own undo again
         if self.boxes is not None:
             self.boxes.events.data.disconnect(self._on_boxes_data)
+        for layer in self._keyed:
+            for key in self._layer_keys:
+                layer.bind_key(key, None)  # napari's own again
 
     # session -> layers -----------------------------------------------------------------------
     def _quietly(self, change, *args) -> None:

@@ -64,6 +64,7 @@ from ..explain_layers import add_explanation_layer, show_explanations
 from ..graph_layers import ROLE_GRAPH_EDGES, ROLE_GRAPH_NODES, add_graph_layers, graph_layer_data, graph_layers_of
 from ..jobs import JobRunner, notify_error
 from ..layers import META_KEY, image_from_layer
+from ..source_names import follow_source_renames
 from .text_area import description_area
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -247,6 +248,7 @@ class InferenceWidget(QWidget):
         self.refresh_models()
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.connect(self._refresh_layers)
+        follow_source_renames(self.viewer)  # a renamed image keeps its findings (a re-run replaces them)
         self._refresh_layers()
 
     # choices --------------------------------------------------------------------------------

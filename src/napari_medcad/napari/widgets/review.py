@@ -55,7 +55,8 @@ from ..findings_layers import (ROLE_BOXES, ROLE_LABELS, ROLE_POINTS, base_findin
 from ..findings_table import ALL_STATUSES, FindingsFilter, FindingsTableModel
 from ..jobs import JobRunner, notify_error
 from ..layers import META_KEY, image_from_layer
-from ..review_sync import IN_PLACE, REDO_KEY, UNDO_KEY, ReviewLayers
+from ..review_sync import IN_PLACE, ReviewLayers
+from ..source_names import follow_source_renames
 
 try:  # the export engineer's core function; without it there is no Export button
     from ...core.export import export_case
@@ -86,8 +87,6 @@ class ReviewWidget(QWidget):
         self._current_id: int | None = None  # the current row's finding, by id (see the module docstring)
         self._starting = False  # a review is being opened (a dialog may run the event loop meanwhile)
         self._failure: tuple | None = None  # what the last automatic start failed on (see _failed_before)
-        self._names: dict[int, tuple] = {}  # id(layer) -> (layer, its name before a rename)
-        self._keyed_layers: list = []  # Points / boxes layers whose Ctrl+Z is the review's
         self._set_aside = False  # the review just started moved a saved one aside
 
         self.findings_combo = QComboBox()
@@ -170,24 +169,16 @@ class ReviewWidget(QWidget):
             layout.addWidget(self.export_button)
             layout.addWidget(self.runner)
 
-        self.viewer.layers.events.inserted.connect(self._on_layer_inserted)
-        self.viewer.layers.events.removed.connect(self._on_layer_removed)
-        for layer in self.viewer.layers:
-            self._watch_name(layer)
+        # a renamed image takes its findings along; a renamed findings layer is renamed in the list
+        follow_source_renames(self.viewer).listeners.append(lambda layer, old: self._fill_combo())
+        self.viewer.layers.events.inserted.connect(self._refresh_layers)
+        self.viewer.layers.events.removed.connect(self._refresh_layers)
         self._refresh_layers()
         self._update_controls()
 
     # choosing the findings ------------------------------------------------------------------
     def _findings_layers(self) -> list:
         return [layer for layer in self.viewer.layers if role_of(layer) == ROLE_POINTS]
-
-    def _on_layer_inserted(self, event) -> None:
-        self._watch_name(event.value)
-        self._refresh_layers()
-
-    def _on_layer_removed(self, event) -> None:
-        self._unwatch_name(event.value)
-        self._refresh_layers()
 
     def _fill_combo(self, layers=None) -> None:
         """The findings layers by name, the one under review (or the one chosen) current."""
@@ -213,30 +204,6 @@ class ReviewWidget(QWidget):
         if self.points_layer is None and layers:  # the newest findings
             self.findings_combo.setCurrentIndex(len(layers) - 1)
             self.start_review(automatic=True)
-
-    # following renames ----------------------------------------------------------------------------
-    def _watch_name(self, layer) -> None:
-        if id(layer) not in self._names:
-            layer.events.name.connect(self._on_layer_renamed)
-        self._names[id(layer)] = (layer, layer.name)
-
-    def _unwatch_name(self, layer) -> None:
-        if self._names.pop(id(layer), None) is not None:
-            layer.events.name.disconnect(self._on_layer_renamed)
-
-    def _on_layer_renamed(self, event) -> None:
-        """Findings (and the graph and explanations) name the image they were made on: a renamed
-        image takes them along; a renamed findings layer is renamed in the list too."""
-        layer = event.source
-        entry = self._names.get(id(layer))
-        old = entry[1] if entry is not None and entry[0] is layer else None
-        self._names[id(layer)] = (layer, layer.name)
-        if old and old != layer.name:
-            for other in self.viewer.layers:
-                info = other.metadata.get(META_KEY) if isinstance(other.metadata, dict) else None
-                if other is not layer and isinstance(info, dict) and info.get("source_layer") == old:
-                    info["source_layer"] = layer.name
-        self._fill_combo()
 
     # starting a review ------------------------------------------------------------------------------
     def select_findings(self, name: str) -> ReviewSession | None:
@@ -352,7 +319,6 @@ class ReviewWidget(QWidget):
             session, points_layer, self.labels_layer, boxes[-1] if boxes else None, on_edited=self._after_edit,
             on_point_selected=self._on_point_selected, new_label=lambda: self.class_combo.currentText() or "nodule",
             undo=self.undo, redo=self.redo)
-        self._bind_undo_keys(points_layer, self.layers.boxes)
         session.listeners.append(self._on_action)
         self._refresh_table()
         resumed = len(session.history)
@@ -363,25 +329,12 @@ class ReviewWidget(QWidget):
         self._update_controls()
         return session
 
-    def _bind_undo_keys(self, *layers) -> None:
-        """Ctrl+Z / Ctrl+Shift+Z on the canvas while the Points or boxes layer is active are the
-        review's undo and redo, as on the Labels layer (there ``ReviewLayers`` binds them)."""
-        for layer in layers:
-            if layer is not None:
-                layer.bind_key(UNDO_KEY, lambda layer: self.undo(), overwrite=True)
-                layer.bind_key(REDO_KEY, lambda layer: self.redo(), overwrite=True)
-                self._keyed_layers.append(layer)
-
     def _disconnect_layers(self) -> None:
         if self.session is not None and self._on_action in self.session.listeners:
             self.session.listeners.remove(self._on_action)
         if self.layers is not None:
             self.layers.disconnect()
             self.layers = None
-        for layer in self._keyed_layers:
-            for key in (UNDO_KEY, REDO_KEY):
-                layer.bind_key(key, None)
-        self._keyed_layers = []
 
     def _stop_review(self, message: str) -> None:
         self._disconnect_layers()
