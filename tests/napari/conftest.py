@@ -24,3 +24,11 @@ def shown_errors(monkeypatch):
     shown = []
     monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
     return shown
+
+
+@pytest.fixture(autouse=True)
+def reviews(tmp_path, monkeypatch):
+    """A fresh reviews folder per test: a review saved by one test is never resumed by another."""
+    folder = tmp_path / "reviews"
+    monkeypatch.setenv("NAPARI_MEDCAD_REVIEWS", str(folder))
+    return folder

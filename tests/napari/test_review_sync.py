@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 
 from napari_medcad.core.errors import MedcadError
-from napari_medcad.core.findings import Finding, Findings
-from napari_medcad.core.image import Geometry, MedicalImage
 from napari_medcad.core.review import ReviewSession, default_review_path
 from napari_medcad.napari.findings_layers import (
     ROLE_BOXES,
@@ -22,26 +20,9 @@ from napari_medcad.napari.findings_layers import (
     role_of,
 )
 from napari_medcad.napari.layers import image_layer_data
+from review_case import CENTRES, GEOMETRY_3D, make_case
 from napari_medcad.napari.review_sync import ReviewLayers
 
-GEOMETRY = Geometry((0.8, 0.9, 2.0), (-20.0, 15.0, -40.0), (0, -1, 0, 1, 0, 0, 0, 0, 1))  # rotated in-plane
-CENTRES = [(3, 10, 12), (8, 25, 30), (12, 32, 14)]
-
-
-def make_case(seed=0):
-    shape = (16, 40, 44)
-    array = np.random.default_rng(seed).integers(-1000, 400, shape).astype(np.int16)
-    image = MedicalImage(array, GEOMETRY, modality="CT", name="ct")
-    findings = Findings(geometry=GEOMETRY, shape_zyx=shape, provenance={"model": "m", "classes": ["nodule", "mass"]})
-    labels = np.zeros(shape, np.uint16)
-    for number, centre in enumerate(CENTRES, start=1):
-        start, stop = tuple(c - 2 for c in centre), tuple(c + 3 for c in centre)
-        labels[tuple(slice(a, b) for a, b in zip(start, stop))] = number
-        findings.add(Finding(
-            id=number, label="nodule", probability=0.9 - 0.2 * number,
-            centre_world_mm=tuple(GEOMETRY.index_to_world(centre)), centre_index_zyx=centre, diameter_mm=5.0,
-            bbox_index_zyx=(start, stop), mask_value=number))
-    return image, findings, image.with_array(labels, modality="SEG")
 
 
 class Review:
@@ -49,7 +30,7 @@ class Review:
 
     def __init__(self, viewer, seed=0):
         self.viewer = viewer
-        self.image, findings, labels = make_case(seed)
+        self.image, findings, labels = make_case(seed=seed)
         data, kwargs, _ = image_layer_data(self.image)
         viewer.add_image(data, **kwargs)
         made = add_findings_layers(viewer, findings_layer_data(findings, self.image, labels=labels, source_layer="ct"))
@@ -70,13 +51,6 @@ class Review:
 
     def saved(self):
         return {item["id"]: item["status"] for item in json.loads(self.path.read_text())["findings"]["items"]}
-
-
-@pytest.fixture(autouse=True)
-def reviews(tmp_path, monkeypatch):
-    folder = tmp_path / "reviews"
-    monkeypatch.setenv("NAPARI_MEDCAD_REVIEWS", str(folder))
-    return folder
 
 
 @pytest.fixture
@@ -175,7 +149,7 @@ def test_erasing_a_rejected_findings_mask_keeps_its_voxels_with_the_review(revie
 
 def test_deleting_several_points_is_one_action(review, qtbot):
     points = review.points
-    review.session.add(GEOMETRY.index_to_world(np.array([5.0, 20.0, 20.0])))
+    review.session.add(GEOMETRY_3D.index_to_world(np.array([5.0, 20.0, 20.0])))
     rows = review.layers.rows
     points.selected_data = {rows[2], rows[4]}
     points.remove_selected()
@@ -223,7 +197,7 @@ def test_moving_a_box_moves_its_finding_and_a_moved_point_takes_its_box(review, 
     boxes.data = data
     qtbot.waitUntil(lambda: review.statuses()[1] == "edited", timeout=3000)
     moved = review.session.findings[1]
-    np.testing.assert_allclose(moved.centre_world_mm, GEOMETRY.index_to_world([3, 10, 18]), atol=1e-6)
+    np.testing.assert_allclose(moved.centre_world_mm, GEOMETRY_3D.index_to_world([3, 10, 18]), atol=1e-6)
     assert moved.bbox_index_zyx == ((1, 8, 16), (6, 13, 21))
     # a point moved two rows down: its box follows
     row = review.layers.rows[2]
@@ -266,6 +240,6 @@ def test_resizing_a_box_gives_its_finding_the_new_box_and_diameter(review, qtbot
     resized = review.session.findings[3]
     assert resized.bbox_index_zyx == ((10, 30, 12), (15, 39, 17))
     assert resized.diameter_mm == pytest.approx(np.mean([9 * 0.9, 5 * 0.8]))
-    np.testing.assert_allclose(resized.centre_world_mm, GEOMETRY.index_to_world([12, 34, 14]), atol=1e-6)
+    np.testing.assert_allclose(resized.centre_world_mm, GEOMETRY_3D.index_to_world([12, 34, 14]), atol=1e-6)
     assert len(review.session.history) == 1  # moved and resized: one action
     np.testing.assert_allclose(np.ptp(np.asarray(boxes.data[row]), axis=0)[1:], [9, 5])

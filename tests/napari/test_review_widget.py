@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from qtpy.QtCore import Qt
 
-from napari_medcad.core.findings import Finding, Findings
-from napari_medcad.core.image import Geometry, MedicalImage, lps_to_napari_world
+from napari_medcad.core.findings import Findings
+from napari_medcad.core.image import lps_to_napari_world
 from napari_medcad.core.review import default_review_path
 from napari_medcad.napari.findings_layers import (
     ROLE_LABELS,
@@ -22,30 +22,10 @@ from napari_medcad.napari.findings_layers import (
     role_of,
 )
 from napari_medcad.napari.layers import image_layer_data
+from review_case import CENTRES, GEOMETRY_3D, make_case
 from napari_medcad.napari.findings_table import COLUMNS
 from napari_medcad.napari.widgets.review import ReviewWidget
 
-GEOMETRY_3D = Geometry((0.8, 0.9, 2.0), (-20.0, 15.0, -40.0), (0, -1, 0, 1, 0, 0, 0, 0, 1))  # rotated in-plane
-GEOMETRY_2D = Geometry((0.5, 0.6), (10.0, -5.0), (1, 0, 0, 1))
-CENTRES = [(3, 10, 12), (8, 25, 30), (12, 32, 14)]
-
-
-def make_case(ndim=3, seed=0):
-    geometry = GEOMETRY_3D if ndim == 3 else GEOMETRY_2D
-    shape = (16, 40, 44)[-ndim:]
-    array = np.random.default_rng(seed).integers(-1000, 400, shape).astype(np.int16)
-    image = MedicalImage(array, geometry, modality="CT", name="ct")
-    findings = Findings(geometry=geometry, shape_zyx=shape, provenance={"model": "m", "classes": ["nodule", "mass"]})
-    labels = np.zeros(shape, np.uint16)
-    for number, centre in enumerate(CENTRES, start=1):
-        centre = centre[-ndim:]
-        start, stop = tuple(c - 2 for c in centre), tuple(c + 3 for c in centre)
-        labels[tuple(slice(a, b) for a, b in zip(start, stop))] = number
-        findings.add(Finding(
-            id=number, label="nodule", probability=0.9 - 0.2 * number,
-            centre_world_mm=tuple(geometry.index_to_world(centre)), centre_index_zyx=centre, diameter_mm=5.0,
-            bbox_index_zyx=(start, stop), mask_value=number))
-    return image, findings, image.with_array(labels, modality="SEG")
 
 
 def open_case(viewer, ndim=3, seed=0):
@@ -54,13 +34,6 @@ def open_case(viewer, ndim=3, seed=0):
     viewer.add_image(data, **kwargs)
     layers = add_findings_layers(viewer, findings_layer_data(findings, image, labels=labels, source_layer="ct"))
     return image, findings, {role_of(layer): layer for layer in layers}
-
-
-@pytest.fixture(autouse=True)
-def reviews(tmp_path, monkeypatch):
-    folder = tmp_path / "reviews"
-    monkeypatch.setenv("NAPARI_MEDCAD_REVIEWS", str(folder))
-    return folder
 
 
 @pytest.fixture
