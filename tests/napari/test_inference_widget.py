@@ -103,6 +103,25 @@ def test_the_runs_notes_are_shown_under_its_summary(widget):
     assert widget.message.text().splitlines()[-1] == "the mask is empty: nothing to search"
 
 
+def test_an_untrusted_torchscript_model_runs_only_after_the_reader_trusts_it(widget, qtbot, monkeypatch, tmp_path):
+    from qtpy.QtWidgets import QMessageBox
+
+    from napari_medcad.core.models.trust import file_digest, is_trusted
+
+    monkeypatch.setenv("NAPARI_MEDCAD_TRUST", str(tmp_path / "trusted.json"))  # a trust list of its own
+    folder = tmp_path / "untrusted"
+    write_bright_blob_model(folder, name="untrusted-blobs", roi_size_zyx=(8, 24, 24), trusted=False)
+    widget.add_model_path(folder)
+    answers, asked = [QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes], []
+    monkeypatch.setattr(QMessageBox, "question", lambda *args, **kwargs: asked.append(args[2]) or answers.pop(0))
+    assert widget.run() is None and "not trusted" in widget.message.text()
+    assert not [layer for layer in widget.viewer.layers if role_of(layer)]
+    run_to_end(widget, qtbot)  # the second answer trusts the file
+    assert len(asked) == 2 and "TorchScript" in asked[0]
+    assert is_trusted(file_digest(folder / "model.ts"))
+    assert len(by_kind(widget.viewer, Points)[0].data) == len(BLOBS)
+
+
 def test_a_renamed_image_keeps_its_findings(widget, qtbot):
     run_to_end(widget, qtbot)
     viewer = widget.viewer

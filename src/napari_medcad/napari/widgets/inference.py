@@ -397,6 +397,11 @@ class InferenceWidget(QWidget):
             layer, image, card = self._inputs("run the model on", self.model_card)
         except MedcadError as err:
             return self._fail(err)
+        try:
+            if not self._trusted_or_asked(card):
+                return None
+        except MedcadError as err:
+            return self._fail(err)
         previous = findings_layers_of(self.viewer.layers, layer.name)
         replaces_edits = bool(previous) and layers_edited(previous)
         if replaces_edits and not self._confirm_replace(layer.name):
@@ -437,6 +442,31 @@ class InferenceWidget(QWidget):
         layer = self.image_layer()
         if layer is not None:
             show_explanations(self.viewer, layer.name, bool(checked))
+
+    def _trusted_or_asked(self, card) -> bool:
+        """A TorchScript model is a program: it runs only once the user trusts its exact file
+        (core/models/trust.py).  The CLI says to run `models --trust`; here the reader is asked."""
+        from ...core.models.loading import torchscript_file
+        from ...core.models.trust import file_digest, is_trusted, trust
+
+        path = torchscript_file(card)
+        if path is None:
+            return True
+        file_sha256 = file_digest(path)
+        if is_trusted(file_sha256):
+            return True
+        answer = QMessageBox.question(
+            self, "Trust this model?",
+            f"'{card.name}' is TorchScript: a program that runs with your permissions and can read and "
+            f"write your files (PyTorch has no safe way to load it).\n\n{path}\nSHA-256 {file_sha256}\n\n"
+            "Trust it only if you know where it comes from. Trust this file and run it?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No,
+        )
+        if answer != QMessageBox.StandardButton.Yes:
+            self.message.setText(f"'{card.name}' was not trusted; nothing was run")
+            return False
+        trust(path, card.name)
+        return True
 
     def _confirm_replace(self, name: str) -> bool:
         answer = QMessageBox.question(
