@@ -130,6 +130,7 @@ def test_describe_is_stable_and_ordered_as_declared():
         ([{"op": "percentile_rescale", "params": {"lower": 90, "upper": 10}}], "lower < upper"),
         ([{"op": "gaussian", "extra": 1}], "unknown key 'extra'"),
         (["gaussian"], "a pipeline step must be"),
+        ([{"op": "gaussian", "params": 0}], "params of pipeline step 'gaussian' must be a mapping"),
     ],
 )
 def test_bad_steps_are_user_errors(steps, message):
@@ -148,6 +149,15 @@ def test_bad_files_name_the_file(tmp_path):
         Pipeline.load(newer)
     with pytest.raises(MedcadError, match="cannot read the pipeline"):
         Pipeline.load(tmp_path / "missing.json")
+    for version in ('"abc"', "null", "1.5"):
+        odd = tmp_path / "odd.json"
+        odd.write_text('{"format": "napari-medcad pipeline", "version": %s, "steps": []}' % version)
+        with pytest.raises(MedcadError, match="odd.json: the pipeline's version must be a whole number"):
+            Pipeline.load(odd)
+    latin = tmp_path / "latin.json"
+    latin.write_bytes(b'{"steps": [{"op": "gaussian", "params": {"note": "\xe9"}}]}')
+    with pytest.raises(MedcadError, match="latin.json: the pipeline file is not UTF-8"):
+        Pipeline.load(latin)
 
 
 def test_run_records_pipeline_and_source_and_reports_progress():

@@ -29,12 +29,9 @@ from ..errors import MedcadError
 from ..findings import Findings
 from ..image import MedicalImage
 from ..models.card import ModelCard
+from ..preprocess.common import UNKNOWN_MODALITIES, check_hounsfield
 from ..progress import ProgressFn, report, scaled
 
-#: modalities that say nothing about what the image holds (a NIfTI file, say): not refused
-UNKNOWN_MODALITIES = {"", "OT", "UNKNOWN"}
-#: a CT image of unknown modality must hold values below this (air is about -1000 HU)
-HU_AIR_BELOW = -500.0
 #: share of the progress bar per stage: prepare, mask, infer, decode
 _STAGES = {"prepare": (0.0, 0.12), "mask": (0.12, 0.22), "infer": (0.22, 0.92), "decode": (0.92, 1.0)}
 
@@ -81,21 +78,7 @@ def check_input(image: MedicalImage, card: ModelCard) -> None:
     if np.issubdtype(array.dtype, np.floating) and not (np.isfinite(low) and np.isfinite(high)):
         raise MedcadError("this image contains NaN or infinite values")
     if modality in UNKNOWN_MODALITIES and (card.modality or "").upper() == "CT":
-        _check_hounsfield(float(low), float(high), card)
-
-
-def _check_hounsfield(low: float, high: float, card: ModelCard) -> None:
-    """An image of unknown modality given to a CT model must at least look like CT in HU.
-
-    A NIfTI or NRRD file does not say what it holds, and an MR or a normalised volume run
-    through a CT model gives "0 findings" that look like a clean scan.  Every CT of the chest,
-    head or abdomen shows air (about -1000 HU) outside the body or inside it; an image with
-    nothing below ``HU_AIR_BELOW`` is refused, saying what its values are."""
-    if low > HU_AIR_BELOW:
-        raise MedcadError(
-            f"model '{card.name}' reads CT in Hounsfield units, but this image has no air (nothing below "
-            f"{HU_AIR_BELOW:g}; its values lie between {low:g} and {high:g}): is it a CT? "
-            "(a file that records its modality as CT is not checked)")
+        check_hounsfield(float(low), float(high), f"model '{card.name}'")
 
 
 def _split_pipeline(card: ModelCard):

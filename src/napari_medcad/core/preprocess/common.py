@@ -25,6 +25,10 @@ INTENSITY_KEY = "intensity"
 
 #: modalities whose values are not Hounsfield units ("OT" means unknown and is allowed)
 NON_CT_MODALITIES = frozenset({"MR", "US", "CR", "DX", "MG", "XA", "RF", "PT", "NM", "SEG", "SM", "XC", "OP"})
+#: modalities that say nothing about what the image holds (a NIfTI or NRRD file, say)
+UNKNOWN_MODALITIES = frozenset({"", "OT", "UNKNOWN"})
+#: an image of unknown modality must hold values below this to pass for CT (air is about -1000 HU)
+HU_AIR_BELOW = -500.0
 
 
 def is_time_stack(image: MedicalImage) -> bool:
@@ -82,6 +86,25 @@ def check_ct(image: MedicalImage, operation: str) -> None:
             f"{operation} needs Hounsfield units; '{image.name}' holds {units} values "
             "(put this step before the intensity steps)"
         )
+    if image.modality.upper() in UNKNOWN_MODALITIES:
+        array = np.asarray(image.array)
+        if array.size and np.issubdtype(array.dtype, np.number):
+            check_hounsfield(float(np.nanmin(array)), float(np.nanmax(array)), operation)
+
+
+def check_hounsfield(low: float, high: float, what: str) -> None:
+    """An image of unknown modality given to a CT operation must at least look like CT in HU.
+
+    A NIfTI or NRRD file does not say what it holds; an MR or a normalised volume through a CT
+    step gives a mask of everything or nothing, a lung window of one grey, a model's "0
+    findings".  Every CT of the chest, head or abdomen shows air (about -1000 HU) outside the
+    body or inside it, so an image with nothing below ``HU_AIR_BELOW`` is refused, saying what
+    its values are (a file that records its modality as CT is not checked)."""
+    if low > HU_AIR_BELOW:
+        raise MedcadError(
+            f"{what} reads CT in Hounsfield units, but this image has no air (nothing below {HU_AIR_BELOW:g}; "
+            f"its values lie between {low:g} and {high:g}): is it a CT? (a file that records its modality "
+            "as CT is not checked)")
 
 
 def as_float32(array: np.ndarray) -> np.ndarray:

@@ -52,7 +52,12 @@ class Step:
         extra = sorted(set(data) - {"op", "params"})
         if extra:
             raise MedcadError(f"pipeline step '{data['op']}' has unknown key '{extra[0]}'")
-        return cls(data["op"], data.get("params") or {})
+        params = data.get("params", {})
+        if params is None:
+            params = {}
+        if not isinstance(params, Mapping):
+            raise MedcadError(f"the params of pipeline step '{data['op']}' must be a mapping, got {params!r:.40}")
+        return cls(data["op"], params)
 
     def to_dict(self) -> dict[str, Any]:
         return {"op": self.op, "params": json.loads(json.dumps(dict(self.params)))}
@@ -104,10 +109,11 @@ class Pipeline:
             raise MedcadError('a pipeline must be a list of steps or {"steps": [...]}')
         if data.get("format", FORMAT) != FORMAT:
             raise MedcadError(f"not a preprocessing pipeline (format '{data.get('format')}')")
-        if int(data.get("version", VERSION)) > VERSION:
-            raise MedcadError(
-                f"pipeline version {data['version']} is newer than this napari-medcad reads ({VERSION})"
-            )
+        version = data.get("version", VERSION)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise MedcadError(f"the pipeline's version must be a whole number, got {version!r:.40}")
+        if version > VERSION:
+            raise MedcadError(f"pipeline version {version} is newer than this napari-medcad reads ({VERSION})")
         return cls.from_list(data["steps"])
 
     @classmethod
@@ -125,6 +131,8 @@ class Pipeline:
             return cls.from_json(text)
         except OSError as err:
             raise MedcadError(f"cannot read the pipeline ({err.strerror or err})", path) from None
+        except UnicodeDecodeError:
+            raise MedcadError("the pipeline file is not UTF-8 text (JSON)", path) from None
         except MedcadError as err:
             raise MedcadError(err.reason, path) from None
 
