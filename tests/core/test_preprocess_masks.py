@@ -109,6 +109,20 @@ def test_masks_need_a_ct():
         body_mask(MedicalImage(np.zeros((8, 8, 3), np.uint8), Geometry.identity(2), rgb=True))
 
 
+def test_an_image_that_does_not_say_its_modality_must_show_air():
+    """An MR read from NRRD or NIfTI (modality unknown) gave a body mask of everything."""
+    image, _ = chest_phantom(slices=2)
+    assert lung_mask(MedicalImage(image.array, image.geometry, modality="")).array.any()  # CT in HU: read
+    mr_like = MedicalImage(np.asarray(image.array) + 1100, image.geometry, modality="OT", name="mr")
+    for make in (lung_mask, body_mask):
+        with pytest.raises(MedcadError, match="no air .*is it a CT"):
+            make(mr_like)
+    from napari_medcad.core.preprocess import Pipeline
+
+    with pytest.raises(MedcadError, match="no air"):
+        Pipeline.from_list([{"op": "window", "params": {"preset": "lung"}}]).run(mr_like)
+
+
 def test_real_ct_lung_mask_holds_the_nodule(request):
     from napari_medcad.core.io import read_image
 
