@@ -326,6 +326,8 @@ def test_explain_adds_a_heatmap_over_the_image_and_the_switch_hides_it(widget, q
     assert widget.message.text().startswith(f"explanation of '{image_layer.name}' added")
     widget.explain_check.setChecked(False)
     assert not heat.visible
+    images = [widget.image_combo.itemText(i) for i in range(widget.image_combo.count())]
+    assert heat.name not in images and image_layer.name in images  # a heatmap is not a scan to run on
 
 
 def test_the_message_after_an_explanation_says_which_windows_were_left_out():

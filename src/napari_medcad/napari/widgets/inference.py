@@ -60,7 +60,7 @@ from ..findings_layers import (
     result_layer_data,
     role_of,
 )
-from ..explain_layers import add_explanation_layer, show_explanations
+from ..explain_layers import add_explanation_layer, is_explanation, show_explanations
 from ..graph_layers import ROLE_GRAPH_EDGES, ROLE_GRAPH_NODES, add_graph_layers, graph_layer_data, graph_layers_of
 from ..jobs import JobRunner, notify_error
 from ..layers import META_KEY, image_from_layer
@@ -349,8 +349,9 @@ class InferenceWidget(QWidget):
 
     def _refresh_layers(self, event=None) -> None:
         current = self.image_combo.currentText()
+        # images to run on: not the heatmaps and explanations this plugin made (they are not scans)
         names = [layer.name for layer in self.viewer.layers
-                 if isinstance(layer, Image) and not layer.rgb and role_of(layer) is None]
+                 if isinstance(layer, Image) and not layer.rgb and role_of(layer) is None and not is_explanation(layer)]
         self.image_combo.clear()
         self.image_combo.addItems(names)
         if current in names:
