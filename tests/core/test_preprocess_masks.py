@@ -147,3 +147,12 @@ def test_masks_and_ct_windows_refuse_values_that_are_no_longer_hu():
     with pytest.raises(MedcadError, match="holds z-score values"):
         window(zscore(image), "bone")
     assert body_mask(window(image, "lung", output="clipped")).array.any()  # clipped HU are still HU
+
+
+def test_an_empty_mask_says_so():
+    air = MedicalImage(np.full((4, 32, 32), -1000, np.int16), Geometry.identity(3), modality="CT")
+    empty = lung_mask(air)
+    assert not empty.array.any()
+    assert empty.metadata["mask_note"] == "the lung mask is empty: no lung was found in this image"
+    image, _ = chest_phantom(slices=2)
+    assert "mask_note" not in lung_mask(image).metadata

@@ -147,6 +147,10 @@ def _lungs(array: np.ndarray, spacing_zyx: Sequence[float], threshold_hu: float,
     )
 
 
+#: metadata key of the note an empty mask carries (a key ending in ``_note``: see core.io.reader_notes)
+MASK_NOTE = "mask_note"
+
+
 def _mask(image: MedicalImage, compute, progress: Optional[ProgressFn], what: str) -> MedicalImage:
     """``compute(array, spacing_zyx, progress)`` on the image, or on each frame of a 2-D + t stack."""
     spacing = image.geometry.spacing_zyx
@@ -156,7 +160,11 @@ def _mask(image: MedicalImage, compute, progress: Optional[ProgressFn], what: st
         selected = compute(image.array, spacing, progress)
     report(progress, 1, 1, what)
     result = derive(image, selected.astype(np.uint8), window_center=None, window_width=None)
-    return replace(result, modality="SEG", name=f"{image.name} {what}")
+    metadata = dict(result.metadata)
+    metadata.pop(MASK_NOTE, None)
+    if not selected.any():  # said, not silent: a model limited to this mask would search nothing
+        metadata[MASK_NOTE] = f"the {what} is empty: no {what.split()[0]} was found in this image"
+    return replace(result, modality="SEG", name=f"{image.name} {what}", metadata=metadata)
 
 
 def body_mask(image: MedicalImage, threshold_hu: float = BODY_THRESHOLD_HU, progress: Optional[ProgressFn] = None) -> MedicalImage:

@@ -47,6 +47,7 @@ from ...core.preprocess import (
     bounding_box_world,
     world_box_around,
 )
+from ...core.preprocess.masks import MASK_NOTE
 from ..jobs import JobRunner, notify_error
 from ..layers import META_KEY, image_from_layer, image_layer_data, labels_layer_data, layer_metadata
 
@@ -370,6 +371,7 @@ class PreprocessWidget(QWidget):
             data, kwargs, kind = labels_layer_data(result.array, result, result.name, metadata=metadata)
         else:
             data, kwargs, kind = image_layer_data(result, metadata=metadata)
+        self.message.setText(result.metadata.get(MASK_NOTE, ""))  # an empty mask says so
         return getattr(self.viewer, f"add_{kind}")(data, **kwargs)
 
     def _fail(self, err: BaseException) -> None:
