@@ -77,6 +77,24 @@ def test_adding_again_replaces_and_the_toggle_hides_and_shows(make_napari_viewer
     assert all(layer.visible for layer in layers)
 
 
+def test_a_2d_models_slices_add_up_and_the_readers_settings_stay(make_napari_viewer):
+    viewer = make_napari_viewer()
+    image, heatmap = source_and_heatmap()
+    data, kwargs, _ = image_layer_data(image)
+    source = viewer.add_image(data, **kwargs)
+    first = add_explanation_layer(viewer, heatmap.with_array(heatmap.array, metadata={**heatmap.metadata,
+                                                                                   "slices": [7]}), source)
+    first.opacity, first.colormap = 0.3, "magma"
+    second_heat = np.zeros(image.spatial_shape, np.float32)
+    second_heat[2, 5, 5] = 0.7
+    second = add_explanation_layer(viewer, heatmap.with_array(second_heat, metadata={**heatmap.metadata,
+                                                                                     "slices": [2]}), source)
+    (layer,) = explanation_layers_of(viewer.layers, "ct")
+    assert layer is second and layer.data[7, 22, 31] == pytest.approx(0.9) and layer.data[2, 5, 5] == pytest.approx(0.7)
+    assert layer.metadata[META_KEY]["explanation"]["slices"] == [2, 7]
+    assert layer.opacity == pytest.approx(0.3) and layer.colormap.name == "magma"
+
+
 def test_a_heatmap_of_another_grid_is_refused(make_napari_viewer):
     viewer = make_napari_viewer()
     image, heatmap = source_and_heatmap()

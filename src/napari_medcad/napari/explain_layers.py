@@ -74,12 +74,24 @@ def explanation_layers_of(layers, source_name: str) -> list:
 
 def add_explanation_layer(viewer, heatmap: MedicalImage, source_layer, *, opacity: float = DEFAULT_OPACITY,
                           colormap: str = EXPLANATION_COLORMAP):
-    """Add (or replace) the explanation of ``source_layer`` by the heatmap's model, directly above it."""
+    """Add (or replace) the explanation of ``source_layer`` by the heatmap's model, directly above it.
+
+    A model's new explanation replaces its old one but keeps how the reader set it up (opacity,
+    colormap, visibility); a 2-D model explains one slice at a time, so the slices it explained
+    before are kept, and the new ones replace theirs."""
     data, kwargs, _ = explanation_layer_data(heatmap, source_layer, opacity=opacity, colormap=colormap)
     model = heatmap.metadata.get("model")
     for old in explanation_layers_of(viewer.layers, source_layer.name):
-        if old.metadata[META_KEY].get("explanation", {}).get("model") == model:
-            viewer.layers.remove(old)
+        if old.metadata[META_KEY].get("explanation", {}).get("model") != model:
+            continue
+        kwargs.update(opacity=old.opacity, colormap=old.colormap, visible=old.visible)
+        before, now = old.metadata[META_KEY]["explanation"].get("slices"), heatmap.metadata.get("slices")
+        if isinstance(before, list) and isinstance(now, list) and np.shape(old.data) == np.shape(data):
+            merged = np.array(old.data, copy=True)
+            merged[now] = data[now]
+            data = merged
+            kwargs["metadata"][META_KEY]["explanation"]["slices"] = sorted(set(before) | set(now))
+        viewer.layers.remove(old)
     layer = viewer.add_image(data, **kwargs)
     position = viewer.layers.index(source_layer) + 1
     viewer.layers.move(viewer.layers.index(layer), position)
