@@ -160,6 +160,22 @@ def test_class_note_and_filters(case):
     assert list(table_column(widget, "id")) == [3]
 
 
+def test_a_note_goes_to_the_finding_it_was_typed_for_when_the_row_changes_first(case, qtbot):
+    from qtpy.QtTest import QTest
+
+    widget, image, layers = case
+    dock(widget, qtbot)
+    widget.select_finding(2)
+    widget.note_edit.setFocus()
+    qtbot.waitUntil(widget.note_edit.hasFocus, timeout=3000)
+    QTest.keyClicks(widget.note_edit, "note for two")
+    widget.select_finding(3)  # the row follows a point clicked on the canvas, say, before Enter
+    QTest.keyClick(widget.note_edit, Qt.Key.Key_Return)
+    notes = {f.id: f.note for f in widget.session.findings}
+    assert notes[2] == "note for two" and notes[3] == ""
+    assert widget.note_edit.text() == ""  # the edit shows the current finding's (empty) note
+
+
 def test_points_edits_come_back(case, qtbot):
     widget, image, layers = case
     points = layers[ROLE_POINTS]

@@ -122,7 +122,10 @@ class ReviewWidget(QWidget):
         self.class_combo.activated.connect(lambda index: self.set_class(self.class_combo.itemText(index)))
         self.note_edit = QLineEdit()
         self.note_edit.setPlaceholderText("note on this finding (Enter saves)")
-        self.note_edit.editingFinished.connect(lambda: self.set_note(self.note_edit.text()))
+        # a note belongs to the finding it was typed for, even if the row changes before Enter
+        self._note_for: int | None = None
+        self.note_edit.textEdited.connect(self._note_typed)
+        self.note_edit.editingFinished.connect(self._note_finished)
 
         self.advance_check = QCheckBox("go to the next finding after accept / reject")
         self.advance_check.setChecked(True)
@@ -309,7 +312,7 @@ class ReviewWidget(QWidget):
     def _begin(self, session: ReviewSession, points_layer, image_layer) -> ReviewSession:
         self._disconnect_layers()
         if session is not self.session:
-            self._current_id = None
+            self._current_id = self._note_for = None
         self.session, self.points_layer, self.image_layer = session, points_layer, image_layer
         made = findings_layers_of(self.viewer.layers, image_layer.name)
         labels = [layer for layer in made if role_of(layer) == ROLE_LABELS]
@@ -405,6 +408,8 @@ class ReviewWidget(QWidget):
         return True
 
     def _on_current_row(self, current, previous=None) -> None:
+        if self._note_for is not None and self._note_for != self._id_at(current):
+            self._note_finished()  # the note typed so far goes to the finding it was typed for
         self._current_id = self._id_at(current)
         finding = self.current_finding()
         if finding is not None and self._follow_view:
@@ -449,7 +454,7 @@ class ReviewWidget(QWidget):
             if self.class_combo.findText(finding.label) < 0:
                 self.class_combo.addItem(finding.label)
             self.class_combo.setCurrentText(finding.label)
-            if not self.note_edit.hasFocus():
+            if self._note_for is None:  # nothing typed and not yet saved: show this finding's note
                 self.note_edit.setText(finding.note)
 
     # keyboard review ------------------------------------------------------------------------
@@ -503,10 +508,20 @@ class ReviewWidget(QWidget):
         if finding is not None and label and label != finding.label:
             self._act(self.session.set_label, finding.id, label)
 
-    def set_note(self, note: str) -> None:
-        finding = self.current_finding()
+    def set_note(self, note: str, finding_id: int | None = None) -> None:
+        """The note of finding ``finding_id`` (None: the current one)."""
+        finding = self.current_finding() if finding_id is None else self._finding(finding_id)
         if finding is not None and " ".join(note.split()) != finding.note:
             self._act(self.session.set_note, finding.id, note)
+
+    def _note_typed(self, _text: str) -> None:
+        if self._note_for is None:
+            self._note_for = self._current_id
+
+    def _note_finished(self) -> None:
+        finding_id, self._note_for = self._note_for, None
+        if finding_id is not None:
+            self.set_note(self.note_edit.text(), finding_id)
 
     def undo(self) -> None:
         if self.session is not None:
