@@ -131,6 +131,7 @@ def test_describe_is_stable_and_ordered_as_declared():
         ([{"op": "gaussian", "extra": 1}], "unknown key 'extra'"),
         (["gaussian"], "a pipeline step must be"),
         ([{"op": "gaussian", "params": 0}], "params of pipeline step 'gaussian' must be a mapping"),
+        ([{"op": "crop", "params": {"box_index_zyx": [[0, 0], [1, 1, 1]]}}], "need as many values each"),
     ],
 )
 def test_bad_steps_are_user_errors(steps, message):

@@ -76,7 +76,10 @@ class Param:
                 return None
             if not isinstance(value, (list, tuple)) or len(value) != 2:
                 raise MedcadError(f"{op}: {self.name} must be two corners [[...], [...]], got {value!r}")
-            return [self._corner(op, corner, self.kind == "index_box") for corner in value]
+            corners = [self._corner(op, corner, self.kind == "index_box") for corner in value]
+            if len(corners[0]) != len(corners[1]):
+                raise MedcadError(f"{op}: the two corners of {self.name} need as many values each, got {value!r}")
+            return corners
         raise ValueError(f"unknown parameter kind {self.kind}")
 
 
