@@ -233,6 +233,14 @@ def test_an_image_without_a_lung_mask_is_explained_whole_and_says_so(chest):
     assert windows_of(heatmap)[1] == 0
 
 
+def test_an_image_of_unknown_modality_without_air_is_refused_on_its_own_values(chest):
+    """A brain MR read from NRRD was explained as a lung CT ("nodule" at p 0.70)."""
+    mr_like = chest.image.with_array(np.asarray(chest.image.array, np.int16) + 1100, modality="OT")
+    low, high = int(mr_like.array.min()), int(mr_like.array.max())
+    with pytest.raises(MedcadError, match=f"no air .*between {low} and {high}"):
+        explain(mr_like, find_model("nodule-cnn2d"), slices=[6])
+
+
 def test_a_3d_model_skips_windows_outside_the_lungs_too(chest):
     heatmap = explain(chest.image, find_model("nodule-mil3d"))
     explained, skipped = windows_of(heatmap)

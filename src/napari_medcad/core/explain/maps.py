@@ -38,6 +38,7 @@ import numpy as np
 from ..errors import MedcadError
 from ..image import Geometry, MedicalImage
 from ..models.card import ModelCard
+from ..preprocess.common import check_ct
 from ..progress import ProgressFn, report, scaled
 
 METHODS = ("gradcam", "attention")
@@ -259,6 +260,8 @@ def explain(
         raise MedcadError(f"model '{card.name}' needs a {card.dims}-D image; '{image.name}' is {image.ndim}-D")
     if card.format != "state_dict":
         raise MedcadError(f"model '{card.name}': explanations need one of this package's networks (a state_dict card)")
+    if preprocess and (card.modality or "").upper() == "CT":
+        check_ct(image, f"model '{card.name}'")  # on the file's own values, before any resampling
     network = load_network(card)
     details: dict[str, Any] = {}
     chosen = None
