@@ -464,3 +464,20 @@ def test_a_version_1_review_file_is_still_read(session):
     assert old.findings[1].status == Status.ACCEPTED
     old.reject(2)  # and continued, as version 2
     assert json.loads(session.path.read_text())["version"] == review_module.VERSION == 2
+
+
+def test_a_pending_view_edit_is_recorded_before_the_status_of_the_next_action_is_read(session):
+    """A stroke still waiting for its timer that rejects a finding, then a class change of it:
+    the change must see it rejected (it was computed from the status before the flush)."""
+    pending = [lambda: session.reject(1)]
+
+    def flush():
+        while pending:
+            pending.pop()()
+
+    session.before_action.append(flush)
+    session.set_label(1, "mass")
+    assert session.findings[1].status == Status.REJECTED and session.findings[1].label == "mass"
+    pending.append(lambda: session.reject(2))
+    session.move(2, session.findings[2].centre_world_mm)
+    assert session.findings[2].status == Status.REJECTED

@@ -246,6 +246,7 @@ class ReviewSession:
         """The reader moved the finding: new world position (and voxel position on its grid).
         Its box moves with it by the whole voxels the centre moved, unless ``bbox_index_zyx``
         gives the new box (the reader moved or resized the box itself)."""
+        self._flush()  # edits the views have not turned into actions yet come first: they may move it too
         before = self._finding(finding_id)
         centre = tuple(float(v) for v in centre_world_mm)
         index = self.findings.world_to_index(centre) if self.findings.geometry is not None else ()
@@ -451,7 +452,9 @@ class ReviewSession:
     def _edited(self, finding_id: int) -> Status:
         """A reader's change to a model finding makes it EDITED (a positive); their own stay
         ADDED, and a rejected one stays REJECTED: changing its class or nudging it is no decision
-        that it is a lesion."""
+        that it is a lesion.  The views' pending edits are flushed first: a stroke still waiting
+        to become an action may have rejected the finding."""
+        self._flush()
         status = self._finding(finding_id).status
         return status if status in (Status.ADDED, Status.REJECTED) else Status.EDITED
 
