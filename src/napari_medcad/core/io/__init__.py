@@ -13,17 +13,15 @@ from ..atomic import replacing
 from ..errors import MedcadError
 from ..image import MedicalImage
 from .paths import (
-    DICOM_EXTENSIONS,
     ITK_EXTENSIONS,
     PICTURE_EXTENSIONS,
     TIFF_EXTENSIONS,
     WRITABLE_EXTENSIONS,
     check_readable,
     extension_of,
-    has_dicom_preamble,
-    has_dicom_start,
     is_supported_path,
     itk_file_names,
+    looks_like_dicom,
     native_output_captured,
     quiet_libraries,
 )
@@ -67,7 +65,7 @@ def _read_images(path: Path) -> list[MedicalImage]:
         from .tiff import read_tiff
 
         return [read_tiff(path)]
-    if ext in DICOM_EXTENSIONS or has_dicom_preamble(path) or has_dicom_start(path):
+    if looks_like_dicom(path):
         from .dicom import read_dicom_file
 
         return [read_dicom_file(path)]

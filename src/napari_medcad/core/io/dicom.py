@@ -524,12 +524,6 @@ def _frame_geometry(ds, n_frames: int, metadata: dict) -> tuple[Geometry, np.nda
     return geometry, order, sign * along[order]
 
 
-def _single_frame(ds) -> int | None:
-    """The frame to look up a one-frame file's plane with: an enhanced file of one frame keeps its
-    position (and often its orientation) in the per-frame functional groups, like any other."""
-    return 0 if "PerFrameFunctionalGroupsSequence" in ds else None
-
-
 def _slice_spacing(ds) -> float:
     """Distance between slices when positions cannot tell: as GDCM, SpacingBetweenSlices or 1.
 
@@ -590,11 +584,10 @@ def _image_from_dataset(ds, path: Path) -> MedicalImage:
         if along is not None:
             array, geometry = _even_slices(array, geometry, along, metadata)
         metadata["number_of_frames"] = n_frames
-    else:
-        frame = _single_frame(ds)
-        direction = _orientation(ds, frame, metadata)
-        position = _position(ds, frame)
-        spacing_yx = _pixel_spacing_yx(ds, frame)
+    else:  # frame 0: an enhanced file of one frame keeps its plane in the per-frame groups
+        direction = _orientation(ds, 0, metadata)
+        position = _position(ds, 0)
+        spacing_yx = _pixel_spacing_yx(ds, 0)
         if direction is not None and position is not None:
             # a slice placed in the patient: keep it 3D (one slice) as ITK does
             spacing_yx = spacing_yx or (1.0, 1.0)
@@ -687,8 +680,7 @@ def scan_folder(folder: str | os.PathLike) -> tuple[list[SeriesEntry], list[tupl
             if frames > 1:
                 entries.append(SeriesEntry(uid, [path], meta.get("series_description", ""), modality, True, meta))
                 continue
-            frame = _single_frame(ds)
-            member = _Slice(path, instance, _orientation(ds, frame, meta), _position(ds, frame),
+            member = _Slice(path, instance, _orientation(ds, 0, meta), _position(ds, 0),
                             tuple(str(ds.get(keyword, "")) for keyword, _ in _SPLIT_KEYS), meta, modality,
                             _rescale(ds, 1)[0])
         except MedcadError as err:

@@ -210,6 +210,12 @@ def _nifti_layout(path: Path, compressed: bool) -> tuple[int, int] | None:
     return offset, int(np.prod(shape, dtype=np.float64)) * itemsize
 
 
+def _is_gzip(path: Path) -> bool:
+    """Whether the file is gzip-compressed, by its magic bytes (a '.nii' may be, a '.nii.gz' may not)."""
+    with open(path, "rb") as handle:
+        return handle.read(2) == b"\x1f\x8b"
+
+
 def _check_nifti(path: Path, itk_claimed: int) -> None:
     """Refuse a NIfTI file that holds fewer voxel bytes than its header's dimensions and datatype say.
 
@@ -217,8 +223,7 @@ def _check_nifti(path: Path, itk_claimed: int) -> None:
     for the cheap compression-ratio test, where overstating by a rescale's float32 is harmless.
     """
     size = path.stat().st_size
-    with open(path, "rb") as handle:
-        compressed = handle.read(2) == b"\x1f\x8b"
+    compressed = _is_gzip(path)
     layout = _nifti_layout(path, compressed)
     if layout is None:  # ITK will say what is wrong with the header, if anything
         if compressed:
@@ -413,9 +418,12 @@ def _restore_nifti_nans(path: Path, array: np.ndarray) -> None:
 
     NaN marks "no value" (outside a mask, a failed fit); as 0 it would pass for a measurement
     (soft tissue, in HU), and no later check could tell.  nibabel reads the voxels as stored;
-    only files whose own datatype is floating point can hold NaN, so others are not read twice.
+    only files whose own datatype is floating point can hold NaN, and only images ITK gave zeros
+    can have lost one, so others are not read twice.
     """
-    header = _nifti_header(path, extension_of(path) == ".nii.gz")
+    if not (array == 0).any():
+        return
+    header = _nifti_header(path, _is_gzip(path))
     if header is None or header.get_data_dtype().kind != "f":
         return
     import nibabel
