@@ -60,19 +60,15 @@ def load_reviewed(path: str, image, image_signature: str, labels=None):
     map on the image's grid, when the reader painted masks onto findings that came without any)."""
     import numpy as np
 
-    from ..core.errors import MedcadError
     from ..core.review import ReviewSession
 
-    session = ReviewSession.open(path, image_signature)
-    findings = session.reviewed_findings()
-    if findings.image_signature and findings.image_signature != image_signature:
-        raise MedcadError("this review belongs to a different image (content signatures differ)", path)
-    if session.mask_patches():
+    session = ReviewSession.open(path, image_signature)  # refuses a review of another image
+    if any(action.voxels is not None for action in session.history):
         if labels is None:
             labels = image.with_array(np.zeros(image.spatial_shape, np.uint16), modality="SEG",
                                       name=f"{image.name} masks", metadata={})
         labels = labels.with_array(session.apply_mask_edits(np.asarray(labels.array)))
-    return findings, labels
+    return session.reviewed_findings(), labels
 
 
 def _progress(quiet: bool):

@@ -159,12 +159,10 @@ def _mask(image: MedicalImage, compute, progress: Optional[ProgressFn], what: st
     else:
         selected = compute(image.array, spacing, progress)
     report(progress, 1, 1, what)
-    result = derive(image, selected.astype(np.uint8), window_center=None, window_width=None)
-    metadata = dict(result.metadata)
-    metadata.pop(MASK_NOTE, None)
-    if not selected.any():  # said, not silent: a model limited to this mask would search nothing
-        metadata[MASK_NOTE] = f"the {what} is empty: no {what.split()[0]} was found in this image"
-    return replace(result, modality="SEG", name=f"{image.name} {what}", metadata=metadata)
+    # an empty mask says so, not silent: a model limited to it would search nothing
+    note = None if selected.any() else f"the {what} is empty: no {what.split()[0]} was found in this image"
+    result = derive(image, selected.astype(np.uint8), window_center=None, window_width=None, **{MASK_NOTE: note})
+    return replace(result, modality="SEG", name=f"{image.name} {what}")
 
 
 def body_mask(image: MedicalImage, threshold_hu: float = BODY_THRESHOLD_HU, progress: Optional[ProgressFn] = None) -> MedicalImage:
