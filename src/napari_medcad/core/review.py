@@ -186,7 +186,7 @@ class ReviewSession:
         image than ``image_signature`` or is damaged."""
         path = Path(path)
         remove_stale_partials(path)
-        disk = _file_identity(path)  # before reading: a write in between is then seen at the next save
+        disk = file_identity(path)  # before reading: a write in between is then seen at the next save
         data = _read_review_file(path)
         saved_signature = str(data.get("image_signature", ""))
         if image_signature is not None and saved_signature != image_signature:
@@ -424,11 +424,11 @@ class ReviewSession:
         except OSError as err:
             raise MedcadError(f"could not save the review ({err.strerror or err})", self.path) from None
         self._sequence, self._expected = sequence, (self._writer, sequence)
-        self._disk = _file_identity(self.path)
+        self._disk = file_identity(self.path)
         return self.path
 
     def _check_not_replaced(self) -> None:
-        disk = _file_identity(self.path)
+        disk = file_identity(self.path)
         if disk is None or disk == self._disk:  # nothing there to overwrite, or what this session left
             return
         try:  # touched or copied back unchanged (a backup tool): still the review this session holds
@@ -617,9 +617,11 @@ def _review_state(data: dict[str, Any], path: Path) -> tuple[Findings, list[Acti
         raise MedcadError(f"the review file is damaged ({type(err).__name__}: {err})", path) from None
 
 
-def _file_identity(path: Path) -> tuple[int, int, int] | None:
+def file_identity(path: Path | None) -> tuple[int, int, int] | None:
     """(inode, size, modification time) of ``path``: every save renames a new file over it, so a
-    save by another writer changes this; None if there is no such file."""
+    save by another writer changes this; None if there is no such file (or no path)."""
+    if path is None:
+        return None
     try:
         info = os.stat(path)
     except OSError:

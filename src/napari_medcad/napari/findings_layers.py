@@ -23,6 +23,10 @@ ROLE_LABELS = "findings_labels"
 ROLE_BOXES = "findings_boxes"
 ROLE_HEATMAP = "findings_heatmap"
 ROLES = (ROLE_HEATMAP, ROLE_LABELS, ROLE_BOXES, ROLE_POINTS)  # bottom to top
+#: set (True) in a findings Points layer's ``metadata["medcad"]`` by whoever replaced edited
+#: findings with the reader's consent (the Inference widget): the Review widget starts their
+#: review over (the saved one is kept aside)
+REPLACES_REVIEW = "replaces_review"
 #: a point further than this from where the model put it was moved by the reader
 MOVED_TOLERANCE_MM = 1e-3
 #: napari colormaps: points by probability, heatmap

@@ -49,8 +49,8 @@ from qtpy.QtWidgets import (
 from ...core.errors import MedcadError
 from ...core.findings import Finding, Status
 from ...core.image import lps_to_napari_world
-from ...core.review import ReviewSession, default_review_path
-from ..findings_layers import (ROLE_BOXES, ROLE_LABELS, ROLE_POINTS, base_findings, findings_count,
+from ...core.review import ReviewSession, default_review_path, file_identity
+from ..findings_layers import (REPLACES_REVIEW, ROLE_BOXES, ROLE_LABELS, ROLE_POINTS, base_findings, findings_count,
                               findings_layers_of, role_of)
 from ..findings_table import ALL_STATUSES, FindingsFilter, FindingsTableModel
 from ..jobs import JobRunner, notify_error
@@ -67,9 +67,6 @@ SHORTCUTS = {
     "accept": ("A",), "reject": ("R",), "next": ("N",), "previous": ("P",),
     "undo": ("Ctrl+Z",), "redo": ("Ctrl+Shift+Z", "Ctrl+Y"),
 }
-#: set (True) in a findings Points layer's ``metadata["medcad"]`` by whoever replaced edited
-#: findings with the reader's consent: its review starts over (the saved one is kept aside)
-REPLACES_REVIEW = "replaces_review"
 
 
 class ReviewWidget(QWidget):
@@ -238,7 +235,7 @@ class ReviewWidget(QWidget):
             path = default_review_path(signature)
             session = self._open_session(layer, signature, path)
         except MedcadError as err:
-            self._failure = (layer, image_layer, _data_id(image_layer), path, _file_state(path))
+            self._failure = (layer, image_layer, _data_id(image_layer), path, file_identity(path))
             self._stop_review(str(err))
             notify_error(err)
             return None
@@ -260,7 +257,7 @@ class ReviewWidget(QWidget):
         if self._failure is None:
             return False
         points, image, data, path, state = self._failure
-        return points is layer and image is image_layer and data == _data_id(image_layer) and state == _file_state(path)
+        return points is layer and image is image_layer and data == _data_id(image_layer) and state == file_identity(path)
 
     def _open_session(self, layer, signature: str, path: Path) -> ReviewSession | None:
         """The saved review if it was made on these findings; a fresh one (the saved one kept
@@ -601,17 +598,6 @@ class ReviewWidget(QWidget):
 
 def _data_id(layer) -> int | None:
     return id(layer.data) if layer is not None else None
-
-
-def _file_state(path) -> tuple | None:
-    """What a review file is now (size and time, or missing): a failed start is retried once it changes."""
-    if path is None:
-        return None
-    try:
-        stat = Path(path).stat()
-    except OSError as err:
-        return ("missing", err.errno)
-    return (stat.st_size, stat.st_mtime_ns, stat.st_ino)
 
 
 def _camera(viewer):
