@@ -226,6 +226,17 @@ def test_a_changed_torchscript_file_needs_trust_again(tmp_path, trust_list):
         load_network(card)
 
 
+def test_a_file_that_changed_after_the_user_was_asked_is_not_trusted(tmp_path, trust_list):
+    from napari_medcad.core.models.trust import file_digest, is_trusted
+
+    card = write_torchscript_model(tmp_path / "m", torch.nn.Conv3d(1, 1, 1))
+    shown = file_digest(card.weights_path)
+    torch.jit.script(torch.nn.Conv3d(1, 2, 1)).save(str(card.weights_path))  # swapped while the dialog was open
+    with pytest.raises(MedcadError, match="changed after you were asked"):
+        trust(card.weights_path, card.name, shown_sha256=shown)
+    assert not is_trusted(file_digest(card.weights_path)) and not is_trusted(shown)
+
+
 def test_the_bytes_checked_are_the_bytes_loaded(tmp_path, trust_list, monkeypatch):
     """A file swapped after the digest was checked does not get loaded: it is read only once."""
     card = write_torchscript_model(tmp_path / "m", torch.nn.Conv3d(1, 1, 1))

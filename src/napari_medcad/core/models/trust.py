@@ -90,11 +90,14 @@ def is_trusted(file_sha256: str) -> bool:
     return file_sha256 in _entries()
 
 
-def trust(path: Path, model: str) -> str:
-    """Put the current content of ``path`` on the trust list; its digest."""
+def trust(path: Path, model: str, shown_sha256: str | None = None) -> str:
+    """Put the current content of ``path`` on the trust list; its digest.  ``shown_sha256``: the
+    digest the user was shown when asked; a file that changed since is refused, not trusted."""
     path = Path(path).resolve()
     entries = _entries()
     file_sha256 = digest(read_bounded(path, "the TorchScript file", MAX_TORCHSCRIPT_BYTES))
+    if shown_sha256 is not None and file_sha256 != shown_sha256:
+        raise MedcadError("the TorchScript file changed after you were asked about it; nothing was trusted", path)
     entries[file_sha256] = {"file": str(path), "model": model,
                             "trusted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     _save(entries)

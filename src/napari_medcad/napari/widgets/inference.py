@@ -51,6 +51,7 @@ from qtpy.QtWidgets import (
 from ...core.errors import Cancelled, MedcadError
 from ...core.inference.run import UNKNOWN_MODALITIES, run_model
 from ..findings_layers import (
+    REPLACES_REVIEW,
     ROLE_HEATMAP,
     ROLE_POINTS,
     add_findings_layers,
@@ -73,9 +74,6 @@ if TYPE_CHECKING:  # pragma: no cover
 PLUGIN = "napari-medcad"
 WIDGET_NAME = "Inference"
 BROWSE = "__browse__"
-#: ``widgets.review.REPLACES_REVIEW``, the key that makes the Review widget start the new findings'
-#: review over; spelled out, not imported: that module loads the export engine (0.4 s)
-REPLACES_REVIEW = "replaces_review"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -466,7 +464,7 @@ class InferenceWidget(QWidget):
         if answer != QMessageBox.StandardButton.Yes:
             self.message.setText(f"'{card.name}' was not trusted; nothing was run")
             return False
-        trust(path, card.name)
+        trust(path, card.name, shown_sha256=file_sha256)
         return True
 
     def _confirm_replace(self, name: str) -> bool:
