@@ -245,3 +245,20 @@ def test_predict_reports_reader_notes_and_reads_names_that_are_not_utf8(tmp_path
         _, rows = read_rows(out / case / "findings.csv")
         found = sorted(tuple(float(row[k]) for k in ("coordX", "coordY", "coordZ")) for row in rows)
         np.testing.assert_allclose(np.array(found), np.array(expected), atol=0.4, err_msg=case)
+
+
+def test_the_first_case_is_not_kept_waiting_by_a_warm_up_that_failed(monkeypatch):
+    """predict's first case waits for the detector's imports only; if the warm-up itself fails,
+    the wait ends anyway (the failure repeats, with its message, where the case uses the module)."""
+    import threading
+
+    from napari_medcad.commands import predict
+    from napari_medcad.core.inference import run
+
+    def broken(graph, ready):
+        raise RuntimeError("import failed")
+
+    monkeypatch.setattr(run, "warm_up", broken)
+    ready = threading.Event()
+    predict._warm_up(True, ready)
+    assert ready.is_set()

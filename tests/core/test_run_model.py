@@ -184,16 +184,20 @@ def test_classifiers_and_rescorers_are_refused_with_a_message(case, name):
 
 
 def test_warm_up_imports_the_graph_stack_only_when_asked():
-    """`predict --no-rescore` must not pay for importing torch_geometric (about 2 s): warm_up(graph=False)."""
+    """`predict --no-rescore` must not pay for importing torch_geometric (about 2 s): warm_up(graph=False).
+    With the graph stack, torch.onnx (imported by the first GNN call otherwise) comes too, and
+    torch._dynamo does not (graph.pyg); the event is set before the graph stack is imported."""
     import subprocess
     import sys
 
     pytest.importorskip("torch_geometric")
-    code = ("import sys; from napari_medcad.core.inference.run import warm_up; warm_up({}); "
-            "print('torch_geometric' in sys.modules, 'monai' in sys.modules)")
+    code = ("import sys, threading; from napari_medcad.core.inference.run import warm_up; ready = threading.Event(); "
+            "seen = []; ready.set = lambda: seen.append('torch_geometric' in sys.modules); "
+            "warm_up({}, ready); print(seen, *(m in sys.modules for m in "
+            "('torch_geometric', 'monai', 'torch.onnx', 'torch._dynamo')))")
     seen = [subprocess.run([sys.executable, "-c", code.format(graph)], capture_output=True, text=True, check=True,
                            timeout=120).stdout.split() for graph in (False, True)]
-    assert seen == [["False", "True"], ["True", "True"]]
+    assert seen == [["[False]", "False", "True", "False", "False"], ["[False]", "True", "True", "True", "False"]]
 
 
 def test_a_rescorer_reading_the_cnn_embedding_gets_the_numbers_training_computes(case, tmp_path):

@@ -122,30 +122,35 @@ def run(args: argparse.Namespace) -> int:
     card = find_model(args.model)  # a bad model or device fails every case: one line, exit 2
     select_device(args.device)
     # MONAI and torch_geometric take seconds to import: on the other core while the first image is
-    # read.  The main thread imports neither until this thread is done (two threads importing one
-    # package can break it: MONAI did) and the reader's own imports come first.
+    # read.  The main thread imports none of the detector's stack until this thread has (two
+    # threads importing one package can break it: MONAI did) and the reader's own imports come
+    # first.  The graph stack, which the run does not import before the rescorer, goes on
+    # importing while the first case is prepared and the CNN runs.
     import scipy.ndimage  # noqa: F401
     import SimpleITK  # noqa: F401
 
-    warm = threading.Thread(target=_warm_up, args=(card.rescores(args.rescore),), name="medcad-warm-up",
-                            daemon=True)
+    detector_ready = threading.Event()
+    warm = threading.Thread(target=_warm_up, args=(card.rescores(args.rescore), detector_ready),
+                            name="medcad-warm-up", daemon=True)
     warm.start()
     try:
-        return _predict_all(args, card, warm)
+        return _predict_all(args, card, detector_ready)
     finally:
         warm.join()  # no interpreter shutdown in the middle of an import
 
 
-def _warm_up(graph: bool) -> None:
+def _warm_up(graph: bool, detector_ready: threading.Event) -> None:
     try:
         from ..core.inference.run import warm_up
 
-        warm_up(graph)
+        warm_up(graph, detector_ready)
     except Exception:  # noqa: BLE001 - whatever failed fails again, with its message, where it is used
         pass
+    finally:
+        detector_ready.set()  # even when the import of run itself failed
 
 
-def _predict_all(args: argparse.Namespace, card, warm: threading.Thread) -> int:
+def _predict_all(args: argparse.Namespace, card, detector_ready: threading.Event) -> int:
     from ..core.errors import MedcadError
     from ..core.io import read_image, reader_notes
 
@@ -163,7 +168,7 @@ def _predict_all(args: argparse.Namespace, card, warm: threading.Thread) -> int:
             read_notes = reader_notes(image)
             for note in read_notes:  # the user must know the image is not quite the file
                 print(f"{case}: note: {note}", file=sys.stderr, flush=True)
-            warm.join()  # the first image is read: the model's imports finish first
+            detector_ready.wait()  # the first image is read: the detector's imports finish first
             report = predict_case(image, card, case, out_dir, args.device, _StderrProgress(case, args.quiet),
                                   rescore=args.rescore)
         except MedcadError as err:

@@ -18,6 +18,7 @@ torch is imported inside the functions only: ``import napari_medcad.core`` stays
 from __future__ import annotations
 
 import platform
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -357,9 +358,10 @@ def _rescorer(card: ModelCard, wanted: bool, possible: bool) -> tuple[ModelCard 
     if not possible:
         return None, {"model": name, "skipped": "needs an image in HU and a lung mask"}
     try:
-        import torch_geometric  # noqa: F401
-
         from ..graph import gnn_card
+        from ..graph.pyg import load
+
+        load()
 
         rescorer = gnn_card(str(name))
     except ImportError:
@@ -397,31 +399,42 @@ def _rescore(findings: Findings, image: MedicalImage, probability: MedicalImage,
     return rescored, labels, graph
 
 
-def warm_up(graph: bool = True) -> None:
+def warm_up(graph: bool = True, detector_ready: threading.Event | None = None) -> None:
     """Import what ``run_model`` needs (torch, MONAI, SciPy, SimpleITK, the network builders; with
     ``graph`` the rescorer's torch_geometric too).
 
     A GUI calls this in a background thread when its inference panel opens: imported later,
     inside the first run's worker, these modules hold the GIL for hundreds of milliseconds and
-    freeze the event loop mid-run.  Safe from any thread; cheap once done.
+    freeze the event loop mid-run.  ``detector_ready`` is set once everything but the graph stack
+    is imported: ``predict`` starts its first case then and the graph stack's imports overlap
+    with preprocessing and the CNN (the run imports nothing they import; ``graph.pyg.load``
+    waits for them if they are not done when the rescorer starts).  Safe from any thread; cheap
+    once done.
     """
-    import SimpleITK  # noqa: F401
-    import scipy.ndimage  # noqa: F401
-    import torch  # noqa: F401
-    from monai.inferers import sliding_window_inference  # noqa: F401
-    from monai.networks import nets  # noqa: F401
+    try:
+        import SimpleITK  # noqa: F401
+        import scipy.ndimage  # noqa: F401
+        import torch  # noqa: F401
+        from monai.inferers import sliding_window_inference  # noqa: F401
+        from monai.networks import nets  # noqa: F401
 
-    from ..models import loading  # noqa: F401
-    from ..preprocess import lung_mask  # noqa: F401
-    from . import decode, engine  # noqa: F401
-
+        from ..models import loading, networks  # noqa: F401
+        from ..preprocess import lung_mask  # noqa: F401
+        from . import decode, engine  # noqa: F401
+    finally:
+        if detector_ready is not None:
+            detector_ready.set()
     if not graph:
         return
     try:  # the graph rescorer's stack (optional: without it rescoring is skipped)
-        import torch_geometric.nn  # noqa: F401
-
         from ..graph import rescore  # noqa: F401
+        from ..graph.pyg import load
         from ..models.networks import gnn  # noqa: F401
+
+        load()
+        # torch_geometric's softmax asks torch.onnx whether an export is running: its first call
+        # imports torch.onnx (0.1-0.2 s), which would otherwise fall inside the first rescoring
+        import torch.onnx  # noqa: F401
     except ImportError:
         pass
 

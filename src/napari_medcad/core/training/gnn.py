@@ -206,7 +206,10 @@ def case_graph(case: CandidateCase, k: int, card=None, detector_network=None):
 
 def _to_data(graph, targets=None):
     import torch
-    from torch_geometric.data import Data
+
+    from ..graph.pyg import load
+
+    Data = load().data.Data
 
     data = Data(x=torch.from_numpy(graph.features.astype(np.float32)),
                 edge_index=torch.from_numpy(graph.edge_index.astype(np.int64)),
@@ -240,7 +243,10 @@ def train_gnn(card_data: dict, recipe: dict, out_dir: str | os.PathLike, progres
               cache_dir: str | os.PathLike | None = None) -> Path:
     """Collect candidates, train the rescorer, choose its threshold; write card.yaml and weights."""
     import torch
-    from torch_geometric.data import Batch
+
+    from ..graph.pyg import load
+
+    Batch = load().data.Batch
 
     from ..graph import EDGE_FEATURE_NAMES
     from ..graph.rescore import embedding_spec, node_feature_names, score_graph

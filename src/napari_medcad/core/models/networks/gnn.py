@@ -22,7 +22,9 @@ from . import register
 class CandidateGraphAttention(nn.Module):
     def __init__(self, in_features: int, hidden: int = 32, edge_features: int = 4, heads: int = 2,
                  layers: int = 2, dropout: float = 0.1):
-        from torch_geometric.nn import TransformerConv
+        from ...graph.pyg import load
+
+        TransformerConv = load().nn.TransformerConv
 
         super().__init__()
         if int(in_features) < 1:
