@@ -238,3 +238,32 @@ def test_a_rescorer_reading_the_cnn_embedding_gets_the_numbers_training_computes
     again = detector_embeddings(result.findings, case.image, find_model(str(folder)))
     np.testing.assert_allclose(graph.features[:, len(FEATURE_NAMES):], again, rtol=1e-4, atol=1e-5)
     assert np.abs(again).max() > 0 and not np.allclose(again[0], again[1])
+
+
+def test_field_of_view_padding_below_minus_1024_does_not_change_what_the_model_sees(case):
+    """Scanners fill the corners outside their reconstruction circle with -2000 or -3024: a
+    linear resample blended that into the body's edge.  Raised to -1024 first, a CT padded with
+    -3024 gives the model the same input, so the same maps and findings, as one padded with -1024."""
+    from napari_medcad.core.inference.run import model_input
+
+    geometry = Geometry((1.1, 1.1, 1.6), case.image.geometry.origin_xyz, case.image.geometry.direction)
+    array = np.maximum(case.image.array, -1024).astype(np.int16)  # the generator's air, never below -1024
+    _, y, x = np.ogrid[tuple(slice(0, n) for n in array.shape)]
+    corners = np.broadcast_to((y - 95.5) ** 2 + (x - 95.5) ** 2 > 96 ** 2, array.shape)
+    array[corners] = -1024
+    plain = MedicalImage(array, geometry, modality="CT", name="plain")
+    padded_array = array.copy()
+    padded_array[corners] = -3024
+    padded = plain.with_array(padded_array)
+    assert model_input(plain, find_model("lung-nodule-ct")) == (plain, [])
+    raised, notes = model_input(padded, find_model("lung-nodule-ct"))
+    np.testing.assert_array_equal(raised.array, array)
+    assert len(notes) == 1 and f"{int(corners.sum()):,} voxels below -1024 HU" in notes[0]
+    assert padded.array.min() == -3024  # the caller's image is not changed
+    first, second = (run_model(image, "lung-nodule-ct", device="cpu", rescore=False) for image in (plain, padded))
+    np.testing.assert_array_equal(first.probability.array, second.probability.array)
+    assert [f.centre_world_mm for f in first.findings] == [f.centre_world_mm for f in second.findings]
+    assert second.report["notes"][:1] == notes and not any("HU" in note for note in first.report["notes"])
+    # a model for other images gets them as they are
+    card = dataclasses.replace(find_model("lung-nodule-ct"), modality="MR")
+    assert model_input(padded, card) == (padded, [])

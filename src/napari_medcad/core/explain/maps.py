@@ -171,10 +171,12 @@ def _explain_image(image: MedicalImage, network, method: str, card: ModelCard, p
                    progress: ProgressFn | None, mask: MedicalImage | None = None):
     """Heatmap (on ``image``'s grid, float32), probability, windows explained and skipped, for an
     image of the card's dims; ``mask`` (``image``'s grid) limits the windows."""
-    from ..inference.run import _check_mask_grid, _mask_on_grid, _split_pipeline, _to_source
+    from ..inference.run import _check_mask_grid, _mask_on_grid, _split_pipeline, _to_source, model_input
 
     pipeline, geometry_steps, _ = _split_pipeline(card)
-    prepared = (pipeline if preprocess else geometry_steps).run(image, device="cpu")
+    # the image run_model would prepare (a CT's field-of-view padding raised to -1024 HU)
+    prepared = pipeline.run(model_input(image, card)[0], device="cpu") if preprocess else \
+        geometry_steps.run(image, device="cpu")
     keep = None if mask is None else _mask_on_grid(mask, geometry_steps)
     _check_mask_grid(keep, prepared)
     heat, probability, windows, skipped = _explain_grid(np.asarray(prepared.array, np.float32), network, method,

@@ -30,7 +30,7 @@ from ..errors import MedcadError
 from ..findings import Findings
 from ..image import MedicalImage
 from ..models.card import ModelCard
-from ..preprocess.common import UNKNOWN_MODALITIES, check_hounsfield
+from ..preprocess.common import HU_FLOOR, INTENSITY_KEY, UNKNOWN_MODALITIES, check_hounsfield, raise_to_hu_floor
 from ..progress import ProgressFn, report, scaled
 
 #: share of the progress bar per stage: prepare, mask, infer, decode
@@ -54,8 +54,9 @@ def _card_of(model: str | ModelCard) -> ModelCard:
     return find_model(model)
 
 
-def check_input(image: MedicalImage, card: ModelCard) -> None:
-    """Refuse images the model cannot read, with a message a user understands.
+def check_input(image: MedicalImage, card: ModelCard) -> float:
+    """Refuse images the model cannot read, with a message a user understands; the image's
+    lowest value if it can.
 
     The messages do not name the image: a DICOM image's name is its series description, which
     can hold anything a technician typed; callers say which case or layer it was."""
@@ -80,6 +81,20 @@ def check_input(image: MedicalImage, card: ModelCard) -> None:
         raise MedcadError("this image contains NaN or infinite values")
     if modality in UNKNOWN_MODALITIES and (card.modality or "").upper() == "CT":
         check_hounsfield(float(low), float(high), f"model '{card.name}'")
+    return float(low)
+
+
+def model_input(image: MedicalImage, card: ModelCard, low: float | None = None) -> tuple[MedicalImage, list[str]]:
+    """The image a CT model's preprocessing starts from, and a note if it is not ``image``:
+    values below -1024 HU (a scanner's padding outside its field of view) raised to -1024
+    (``preprocess.common.raise_to_hu_floor``).  Other models get the image as it is."""
+    if (card.modality or "").upper() != "CT" or image.metadata.get(INTENSITY_KEY) is not None:
+        return image, []
+    raised, count = raise_to_hu_floor(image, low)
+    if not count:
+        return image, []
+    return raised, [f"{count:,} voxels below {HU_FLOOR:g} HU (padding outside the scanner's field of view) "
+                    f"were raised to {HU_FLOOR:g} before the model's preprocessing"]
 
 
 def _split_pipeline(card: ModelCard):
@@ -181,7 +196,7 @@ def run_model(
     from ..preprocess import lung_mask
 
     card = _card_of(model)
-    check_input(image, card)
+    model_image, input_notes = model_input(image, card, check_input(image, card))
     _check_mask_shape(mask, image)
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -191,7 +206,9 @@ def run_model(
     report(progress, 0, 1000, "preparing the image")
     pipeline, geometry_steps, intensity_steps = _split_pipeline(card)
     start, stop = _STAGES["prepare"]
-    gridded = geometry_steps.run(image, scaled(progress, start, (start + stop) / 2), device=_pipeline_device(device))
+    gridded = geometry_steps.run(model_image, scaled(progress, start, (start + stop) / 2),
+                                 device=_pipeline_device(device))
+    del model_image  # a raised copy is not kept through inference
     prepared = intensity_steps.run(gridded, scaled(progress, (start + stop) / 2, stop), device=_pipeline_device(device))
     timings["preprocess_s"] = time.perf_counter() - clock
 
@@ -300,7 +317,7 @@ def run_model(
                    "batch_size": settings.batch_size, "blend": settings.blend},
         "engine": engine_report.to_dict(),
         "findings": len(findings),
-        "notes": _notes(engine_report.notes, findings_grid, decoding),
+        "notes": input_notes + _notes(engine_report.notes, findings_grid, decoding),
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "versions": _versions(),
     }

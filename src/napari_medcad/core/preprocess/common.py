@@ -29,6 +29,9 @@ NON_CT_MODALITIES = frozenset({"MR", "US", "CR", "DX", "MG", "XA", "RF", "PT", "
 UNKNOWN_MODALITIES = frozenset({"", "OT", "UNKNOWN"})
 #: an image of unknown modality must hold values below this to pass for CT (air is about -1000 HU)
 HU_AIR_BELOW = -500.0
+#: the lowest CT value models are given: a 12-bit scanner's range starts here, and the corners
+#: outside its reconstruction circle are filled with -2000 or -3024 instead
+HU_FLOOR = -1024.0
 
 
 def is_time_stack(image: MedicalImage) -> bool:
@@ -105,6 +108,23 @@ def check_hounsfield(low: float, high: float, what: str) -> None:
             f"{what} reads CT in Hounsfield units, but this image has no air (nothing below {HU_AIR_BELOW:g}; "
             f"its values lie between {low:g} and {high:g}): is it a CT? (a file that records its modality "
             "as CT is not checked)")
+
+
+def raise_to_hu_floor(image: MedicalImage, low: float | None = None) -> tuple[MedicalImage, int]:
+    """A CT in HU with values below ``HU_FLOOR`` raised to it, and how many voxels were.
+
+    A model's linear resampling blends the padding outside the scanner's field of view (-2000
+    or -3024) into the body's edge: on a real CT padded with -3024 instead of -1024 a borderline
+    candidate came and went with the padding value.  The image is returned as it is (the same
+    object) when nothing lies below; ``low`` is its minimum if the caller has it."""
+    low = float(np.min(image.array)) if low is None else float(low)
+    if low >= HU_FLOOR:
+        return image, 0
+    below = image.array < HU_FLOOR
+    count = int(np.count_nonzero(below))
+    array = image.array.copy()
+    array[below] = HU_FLOOR
+    return image.with_array(array), count
 
 
 def as_float32(array: np.ndarray) -> np.ndarray:
