@@ -243,3 +243,36 @@ def test_resizing_a_box_gives_its_finding_the_new_box_and_diameter(review, qtbot
     np.testing.assert_allclose(resized.centre_world_mm, GEOMETRY_3D.index_to_world([12, 34, 14]), atol=1e-6)
     assert len(review.session.history) == 1  # moved and resized: one action
     np.testing.assert_allclose(np.ptp(np.asarray(boxes.data[row]), axis=0)[1:], [9, 5])
+
+
+def test_a_finding_s_volume_and_diameter_follow_its_corrected_mask(review, qtbot):
+    """Growing or trimming a mask gives its finding the mask's volume and equivalent diameter
+    (what the export writes); the point's size follows, undo takes both back."""
+    from napari_medcad.core.findings import equivalent_diameter_mm
+
+    labels, voxel_mm3 = review.labels, 0.8 * 0.9 * 2.0
+
+    def finding():
+        return review.session.findings[1]
+
+    def measured():
+        volume = float(np.count_nonzero(labels.data == 1)) * voxel_mm3
+        return pytest.approx(volume), pytest.approx(equivalent_diameter_mm(volume, 3))
+
+    size_before = float(np.asarray(review.points.size)[0])
+    z, y, x = CENTRES[0]
+    stroke(labels, lambda: labels.paint((z, y + 4, x), 1), qtbot)  # the mask grows (a model finding had no volume)
+    qtbot.waitUntil(lambda: review.statuses()[1] == "edited", timeout=3000)
+    grown = finding()
+    assert grown.volume_mm3 > 125 * voxel_mm3 and (grown.volume_mm3, grown.diameter_mm) == measured()
+    assert float(np.asarray(review.points.size)[0]) != size_before
+    stroke(labels, lambda: labels.paint(CENTRES[0], 0), qtbot)  # then trimmed: counted by the stroke's voxels
+    qtbot.waitUntil(lambda: len(review.session.history) == 2, timeout=3000)
+    assert finding().volume_mm3 < grown.volume_mm3 and (finding().volume_mm3, finding().diameter_mm) == measured()
+    saved = json.loads(review.path.read_text())["findings"]["items"][0]
+    assert saved["volume_mm3"] == pytest.approx(finding().volume_mm3)
+    review.session.undo()
+    assert (finding().volume_mm3, finding().diameter_mm) == (grown.volume_mm3, grown.diameter_mm) == measured()
+    review.session.undo()
+    assert finding().volume_mm3 is None and finding().diameter_mm == 5.0
+    assert float(np.asarray(review.points.size)[0]) == size_before

@@ -195,6 +195,13 @@ class Findings:
         return buffer.getvalue()
 
 
+def equivalent_diameter_mm(volume_mm3: float, ndim: int) -> float:
+    """The diameter of the sphere (circle in 2-D) of that volume (area): a mask's diameter."""
+    if ndim == 2:
+        return 2.0 * math.sqrt(volume_mm3 / math.pi)
+    return (6.0 * volume_mm3 / math.pi) ** (1.0 / 3.0)
+
+
 def measurement_problem(finding: Finding) -> str | None:
     """Why ``finding``'s probability or diameter cannot go into a dataset (None: they can).
 

@@ -35,7 +35,7 @@ import numpy as np
 
 from .atomic import write_text
 from .errors import MedcadError
-from .findings import Finding, Findings, Status
+from .findings import Finding, Findings, Status, equivalent_diameter_mm
 from .mask_patch import MaskPatch
 
 FORMAT = "napari-medcad review"
@@ -262,10 +262,18 @@ class ReviewSession:
     def resize(self, finding_id: int, diameter_mm: float) -> Finding:
         return self._change("resize", finding_id, diameter_mm=float(diameter_mm), status=self._edited(finding_id))
 
-    def edit_mask(self, finding_id: int) -> Finding:
+    def edit_mask(self, finding_id: int, volume_mm3: float | None = None) -> Finding:
         """The reader changed part of the finding's mask (its voxels travel with the action: see
-        :meth:`batch`): a model finding becomes EDITED, an added or rejected one stays so."""
-        return self._change("mask", finding_id, status=self._edited(finding_id))
+        :meth:`batch`): a model finding becomes EDITED, an added or rejected one stays so.
+        ``volume_mm3``: the mask's new volume; the diameter becomes its equivalent diameter (as
+        the decoder measures a mask), so what is exported describes the corrected mask."""
+        changes: dict[str, Any] = {"status": self._edited(finding_id)}
+        if volume_mm3 is not None:
+            geometry = self.findings.geometry
+            ndim = geometry.ndim if geometry is not None else len(self.findings.shape_zyx) or 3
+            changes.update(volume_mm3=float(volume_mm3),
+                           diameter_mm=equivalent_diameter_mm(max(float(volume_mm3), 0.0), ndim))
+        return self._change("mask", finding_id, **changes)
 
     def add(self, centre_world_mm: Sequence[float], diameter_mm: float = 0.0, label: str = "nodule",
             note: str = "", **fields: Any) -> Finding:

@@ -166,7 +166,7 @@ def findings_layer_data(
 
     centres = np.array([image.world_to_index(f.centre_world_mm) for f in findings]).reshape(-1, image.ndim)
     spacing = _inplane_spacing(image)
-    sizes = np.array([max(f.diameter_mm / spacing, 3.0) for f in findings])
+    sizes = point_sizes(findings, spacing)
     layers.append((centres, {
         "name": f"{source} findings", "ndim": image.ndim, "size": sizes if len(sizes) else 10.0,
         "features": features_of(findings), "face_color": "probability", "face_colormap": PROBABILITY_COLORMAP,
@@ -331,6 +331,12 @@ def world_mm_to_layer_data(layer, world_xyz) -> np.ndarray:
     matrix = np.linalg.inv(layer_matrix(layer))
     world_zyx = lps_to_napari_world(np.asarray(world_xyz, dtype=float).reshape(-1, layer.ndim))
     return world_zyx @ matrix[:-1, :-1].T + matrix[:-1, -1]
+
+
+def point_sizes(findings, mm_per_unit: float) -> np.ndarray:
+    """Points layer sizes (data units) of findings: their diameter, at least 3 units so a tiny
+    finding stays visible."""
+    return np.array([max(f.diameter_mm / mm_per_unit, 3.0) for f in findings], dtype=float)
 
 
 def plane_spacing(layer) -> float:

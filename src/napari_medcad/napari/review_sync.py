@@ -31,7 +31,7 @@ from napari.utils.key_bindings import KeyCode, KeyMod
 from qtpy.QtCore import QTimer
 
 from ..core.errors import MedcadError
-from ..core.findings import Finding, Status
+from ..core.findings import Finding, Status, equivalent_diameter_mm
 from ..core.mask_patch import MaskPatch
 from ..core.review import Action, ReviewSession
 from .findings_layers import (
@@ -40,6 +40,7 @@ from .findings_layers import (
     features_of,
     layer_matrix,
     plane_spacing,
+    point_sizes,
     world_mm_to_layer_data,
     MOVED_TOLERANCE_MM,
 )
@@ -94,7 +95,7 @@ def show_findings_in_points(points_layer, findings: Sequence[Finding]) -> None:
     ndim = points_layer.ndim
     centres = np.array([f.centre_world_mm for f in findings], dtype=float).reshape(-1, ndim)
     spacing = plane_spacing(points_layer)
-    sizes = np.array([max(f.diameter_mm / spacing, 3.0) for f in findings], dtype=float)
+    sizes = point_sizes(findings, spacing)
     face, border = point_colors(findings)
     points_layer.selected_data = set()
     points_layer.data = world_mm_to_layer_data(points_layer, centres)
@@ -106,7 +107,8 @@ def show_findings_in_points(points_layer, findings: Sequence[Finding]) -> None:
 
 
 def show_finding_in_points(points_layer, row: int, finding: Finding) -> None:
-    """One point's table row and colours, touching only the colours that changed.
+    """One point's table row, colours and size (a mask edit changes the diameter), touching only
+    what changed.
 
     napari's colour setters validate the whole (5,000 x 4) array again before the points are
     redrawn; the layer's colour managers hold that array, so one row is written in place and the
@@ -128,6 +130,12 @@ def show_finding_in_points(points_layer, row: int, finding: Finding) -> None:
             colors = np.array(colors, copy=True)
             colors[row] = color
             setattr(points_layer, name, colors)
+    size = point_sizes([finding], plane_spacing(points_layer))[0]
+    sizes = np.asarray(points_layer.size, dtype=float)
+    if sizes.ndim == 1 and row < len(sizes) and not np.isclose(sizes[row], size):
+        sizes = sizes.copy()
+        sizes[row] = size
+        points_layer.size = sizes
 
 
 def select_point(points_layer, row: int) -> None:
@@ -260,13 +268,25 @@ def mask_changes(labels_layer, patch: MaskPatch, known_values: Iterable[int]):
             continue
         centroid = where.mean(axis=0) + np.asarray(patch.start, float)
         volume = len(where) * voxel_mm
-        diameter = (6 * volume / np.pi) ** (1 / 3) if ndim == 3 else 2 * np.sqrt(volume / np.pi)
         centre = data_to_world_mm(labels_layer, centroid)[0]
-        new_components.append((value, tuple(float(v) for v in centre), float(volume), float(diameter)))
+        new_components.append((value, tuple(float(v) for v in centre), float(volume),
+                               equivalent_diameter_mm(volume, ndim)))
     # a value still in the stroke's box is not gone: only then is the whole layer searched
     erased = [value for value in sorted({int(v) for v in np.unique(patch.before)} & known)
               if value > 0 and not np.any(region == value) and not np.any(np.asarray(data) == value)]
     return new_components, erased
+
+
+def mask_volume_mm3(labels_layer, patch: MaskPatch, finding: Finding) -> float:
+    """``finding``'s mask volume once ``patch`` (already in ``labels_layer``) is applied: its
+    volume before, plus the voxels the stroke gave its value, minus those it took.  Only a finding
+    with no volume yet has the whole layer counted (a 300 x 512 x 512 layer takes 0.2 s)."""
+    value = label_value_of(finding)
+    voxel_mm3 = abs(float(np.linalg.det(layer_matrix(labels_layer)[:-1, :-1])))
+    if finding.volume_mm3 is None:
+        return float(np.count_nonzero(np.asarray(labels_layer.data) == value)) * voxel_mm3
+    gained = int(np.count_nonzero(patch.after == value)) - int(np.count_nonzero(patch.before == value))
+    return max(0.0, float(finding.volume_mm3) + gained * voxel_mm3)
 
 
 def box_change(findings, finding: Finding, corners: np.ndarray, mm_per_unit: np.ndarray):
@@ -567,8 +587,9 @@ class ReviewLayers:
         """One stroke (the paint records since the last read) is one session action carrying its
         voxels: a new label value is an added finding, a mask erased to nothing rejects its model
         finding (removes a reader's), and a mask only trimmed or grown is a ``mask`` action on
-        its finding (edited, unless added or rejected); voxels of no finding are an action of
-        their own.  So every stroke is saved, and undone, with its voxels."""
+        its finding (edited, unless added or rejected; its volume and diameter follow the mask);
+        voxels of no finding are an action of their own.  So every stroke is saved, and undone,
+        with its voxels."""
         atoms, self._pending_atoms = self._pending_atoms, []
         if self.labels is None or not atoms:
             return
@@ -584,6 +605,7 @@ class ReviewLayers:
         by_value.pop(None, None)
         new_components, erased = mask_changes(self.labels, patch, by_value)
         trimmed = [by_value[value] for value in sorted(patch.values()) if value in by_value and value not in erased]
+        volumes = {finding.id: mask_volume_mm3(self.labels, patch, finding) for finding in trimmed}
 
         def actions():
             last = None
@@ -596,8 +618,8 @@ class ReviewLayers:
                     self.session.edit_mask(finding.id)  # stays rejected; its voxels are saved with the action
                 else:
                     self.session.remove(finding.id)
-            for finding in trimmed:
-                self.session.edit_mask(finding.id)
+            for finding in trimmed:  # its volume and diameter follow the corrected mask
+                self.session.edit_mask(finding.id, volumes[finding.id])
                 last = finding.id if last is None else last
             return last
 

@@ -10,19 +10,12 @@ diameter are dropped; the most probable ``max_findings`` are kept.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
-from ..findings import Finding, Findings
+from ..findings import Finding, Findings, equivalent_diameter_mm
 from ..image import MedicalImage
-
-
-def equivalent_diameter_mm(volume_mm3: float, ndim: int) -> float:
-    if ndim == 2:
-        return 2.0 * math.sqrt(volume_mm3 / math.pi)
-    return (6.0 * volume_mm3 / math.pi) ** (1.0 / 3.0)
 
 
 def inside_closed_mask(mask: np.ndarray, regions: np.ndarray, number: int, box: tuple[slice, ...],
