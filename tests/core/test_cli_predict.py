@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -153,7 +154,12 @@ def test_a_case_that_cannot_be_written_fails_alone(tmp_path, run_cli, model):
     ("/data/DICOM/", "DICOM"),
     ("/x/.hidden.nrrd", "hidden"),
     ("/x/a..b.mha", "a.b"),
-    ("/x/Müller^Hans.dcm", "M_ller_Hans"),
+    ("/x/Müller^Hans.dcm", "Muller_Hans"),
+    ("/x/été.nii.gz", "ete"),
+    ("/x/e\u0301te\u0301.nii.gz", "ete"),  # decomposed accents (macOS names) too
+    ("/x/Straße 2.nrrd", "Stra_e_2"),
+    ("/x/肺.nii", "case"),
+    (os.fsdecode(b"/x/\xe9t\xe9.nii.gz"), "ete"),  # Latin-1 bytes on a UTF-8 system
     ("/x/" + "n" * 300 + ".nii", "n" * 96),
 ])
 def test_case_names_are_safe(given, expected):
@@ -234,14 +240,14 @@ def test_predict_reports_reader_notes_and_reads_names_that_are_not_utf8(tmp_path
                      "--out", str(out), "--device", "cpu", "--quiet", timeout=240)
 
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["series_gap", "t"]
+    assert sorted(p.name for p in out.iterdir()) == ["ete", "series_gap"]  # the Latin-1 name, read as such
     notes = [line for line in result.stderr.splitlines() if line.startswith("series_gap: note: ")]
     assert len(notes) == 1 and "not evenly spaced" in notes[0], result.stderr
     report = json.loads((out / "series_gap" / "report.json").read_text())
     assert len(report["notes"]) == 1 and "resampled to 8 slices" in report["notes"][0]
-    assert json.loads((out / "t" / "report.json").read_text())["notes"] == []
+    assert json.loads((out / "ete" / "report.json").read_text())["notes"] == []
     expected = sorted(source.TransformIndexToPhysicalPoint(index) for index in BLOB_INDEX_XYZ)
-    for case in ("series_gap", "t"):
+    for case in ("series_gap", "ete"):
         _, rows = read_rows(out / case / "findings.csv")
         found = sorted(tuple(float(row[k]) for k in ("coordX", "coordY", "coordZ")) for row in rows)
         np.testing.assert_allclose(np.array(found), np.array(expected), atol=0.4, err_msg=case)

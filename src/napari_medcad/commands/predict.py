@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import traceback
+import unicodedata
 from pathlib import Path
 
 from ..cli import EXIT_USER_ERROR, command
@@ -43,13 +44,18 @@ def arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def case_name(path: str | os.PathLike) -> str:
-    """A safe folder name from an input's file or folder name: no separators, no '..', no dot first."""
+    """A safe folder name from an input's file or folder name: no separators, no '..', no dot
+    first; accented letters lose their accents (``été`` -> ``ete``, also from a Latin-1 name on a
+    UTF-8 system), other characters become ``_``."""
     from ..core.io.paths import extension_of
 
     name = os.path.basename(os.path.normpath(os.path.abspath(os.fspath(path))))
     ext = extension_of(name)
     if ext and name.lower().endswith(ext) and len(name) > len(ext):
         name = name[: -len(ext)]
+    if any("\udc80" <= c <= "\udcff" for c in name):  # bytes that are not UTF-8: most often Latin-1
+        name = os.fsencode(name).decode("latin-1")
+    name = "".join(c for c in unicodedata.normalize("NFKD", name) if not unicodedata.combining(c))
     name = _UNSAFE.sub("_", name).strip("._-")
     name = re.sub(r"\.{2,}", ".", name)[:_MAX_CASE_CHARS].strip("._-")
     return name or "case"
