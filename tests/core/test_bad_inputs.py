@@ -563,3 +563,12 @@ def test_names_that_are_not_utf8_on_the_command_line(not_utf8_path, tmp_path, ru
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
         assert len(result.stderr.splitlines()) == 1, result.stderr
         assert r"\xe9" in result.stderr and r"\udce9" not in result.stderr  # the odd byte, shown readably
+
+
+def test_a_library_error_becomes_a_one_line_reason():
+    from napari_medcad.core.errors import first_line
+
+    assert first_line(ValueError("\n  shapes differ\n  (traceback of the library)")) == "shapes differ"
+    assert first_line(KeyError()) == "KeyError" and first_line(AssertionError("  \n ")) == "AssertionError"
+    long = first_line(RuntimeError("x" * 500), 120)
+    assert len(long) == 120 and long.endswith("...")

@@ -157,7 +157,7 @@ def _warm_up(graph: bool, detector_ready: threading.Event) -> None:
 
 
 def _predict_all(args: argparse.Namespace, card, detector_ready: threading.Event) -> int:
-    from ..core.errors import MedcadError
+    from ..core.errors import MedcadError, first_line
     from ..core.io import read_image, reader_notes
 
     out_dir = Path(args.out)
@@ -192,8 +192,8 @@ def _predict_all(args: argparse.Namespace, card, detector_ready: threading.Event
             continue
         except Exception as err:  # noqa: BLE001 - a bug in one case must not cost the others theirs
             crashed += 1
-            print(f"napari-medcad predict: {case}: internal error, please report it: {type(err).__name__}: "
-                  f"{str(err).splitlines()[0] if str(err) else ''}", file=sys.stderr, flush=True)
+            print(f"napari-medcad predict: {case}: internal error, please report it: {type(err).__name__}"
+                  f"{': ' + first_line(err) if str(err).strip() else ''}", file=sys.stderr, flush=True)
             if os.environ.get("NAPARI_MEDCAD_DEBUG"):
                 traceback.print_exc()
             continue

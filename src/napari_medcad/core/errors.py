@@ -33,5 +33,13 @@ def shown_path(path: str | os.PathLike) -> str:
     return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
+def first_line(err: BaseException, limit: int = 160) -> str:
+    """A library's exception as a one-line reason: the first non-empty line of its message (its
+    type's name if it has none), at most ``limit`` characters."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    line = lines[0] if lines else type(err).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 class Cancelled(Exception):
     """Raised inside a long computation when its caller asked it to stop."""

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import MedcadError
+from ..errors import MedcadError, first_line
 from ..progress import ProgressFn, report, scaled
 from .classifier_data import ClassifierSamples, build_samples, model_inputs
 from .classifier_recipes import CLASSIFIER_RECIPES
@@ -86,7 +86,7 @@ def _initialise_encoder(network, recipe: dict[str, Any]) -> dict[str, Any]:
     try:
         network.encoder.load_state_dict(stem, strict=True)
     except (RuntimeError, AttributeError) as err:
-        raise MedcadError(f"cannot take the encoder of '{source.name}' ({str(err).splitlines()[0][:120]})") from None
+        raise MedcadError(f"cannot take the encoder of '{source.name}' ({first_line(err, 120)})") from None
     frozen = bool(recipe.get("freeze_encoder", False))
     for parameter in network.encoder.parameters():
         parameter.requires_grad = not frozen

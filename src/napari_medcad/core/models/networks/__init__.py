@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
-from ...errors import MedcadError
+from ...errors import MedcadError, first_line
 from ..configfile import cut
 
 #: MONAI classes that download or read files in their constructor whatever their arguments
@@ -81,8 +81,7 @@ def monai_network(class_name: str, params: dict[str, Any], path=None):
     try:
         return target(**params)
     except Exception as err:  # MONAI checks arguments with asserts, ValueError, TypeError, KeyError...
-        reason = cut(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__, 160)
-        raise MedcadError(f"cannot build {class_name} from the given arguments ({reason})", path) from None
+        raise MedcadError(f"cannot build {class_name} from the given arguments ({first_line(err)})", path) from None
 
 
 def build(architecture: dict[str, Any], path=None):
@@ -101,5 +100,4 @@ def build(architecture: dict[str, Any], path=None):
     try:
         return _BUILDERS[name](**params)
     except Exception as err:  # the card's parameters are user input: any failure is theirs
-        reason = cut(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__, 160)
-        raise MedcadError(f"cannot build network '{name}' ({reason})", path) from None
+        raise MedcadError(f"cannot build network '{name}' ({first_line(err)})", path) from None
