@@ -360,3 +360,25 @@ def test_lung_detector_adds_its_graph_and_a_rerun_replaces_it(make_napari_viewer
         graph = graph_layers_of(viewer.layers, "phantom")
         assert len(graph) == 2, [layer.name for layer in viewer.layers]  # edges + nodes, never twice
         assert len(findings_layers_of(viewer.layers, "phantom")) >= 3
+
+
+def test_choosing_an_image_chooses_models_that_run_on_it(widget, tmp_path):
+    """A radiograph (2-D) gets a 2-D model and a 2-D classifier to explain with; with no 2-D
+    detector the widget says so, and a volume gets a 3-D detector back."""
+    viewer = widget.viewer
+    flat = MedicalImage(np.zeros((40, 48), np.int16), Geometry((0.5, 0.5), (0.0, 0.0), (1, 0, 0, 1)),
+                        modality="DX", name="radiograph")
+    data, kwargs, _ = image_layer_data(flat)
+    viewer.add_image(data, **kwargs)
+    widget.image_combo.setCurrentText("radiograph")
+    assert widget.model_card().dims == 3  # no 2-D detector is registered: the choice stays, and the widget says why
+    assert "no detection or segmentation model here runs on 2-D images" in widget.about.text()
+    assert widget._explainer_card().dims == 2
+    model_2d = tmp_path / "flat"
+    write_bright_blob_model(model_2d, name="flat", dims=2)
+    widget.add_model_path(model_2d)
+    widget.image_combo.setCurrentText("ct")
+    assert widget.model_card().dims == 3 and widget.model_card().modality == "CT"
+    assert "runs on" not in widget.about.text()
+    widget.image_combo.setCurrentText("radiograph")
+    assert widget.model_card().name == "flat" and "runs on" not in widget.about.text()

@@ -188,6 +188,7 @@ class InferenceWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.image_combo = QComboBox()
+        self.image_combo.currentTextChanged.connect(self._fit_models)
         self.model_combo = QComboBox()
         self.model_combo.activated.connect(self._on_model_chosen)
         self.model_combo.currentIndexChanged.connect(self._describe_model)
@@ -294,6 +295,7 @@ class InferenceWidget(QWidget):
             self.explain_combo.addItem(f"{card.name} ({card.family}, {card.dims}-D)", card.name)
         self.model_combo.setCurrentIndex(0)
         self.model_combo.blockSignals(False)
+        self._fit_models()
         self._describe_model()
 
     def add_model_path(self, path) -> ModelCard | None:
@@ -336,10 +338,41 @@ class InferenceWidget(QWidget):
             raise MedcadError("choose a model (or Browse... for a model folder)")
         return self._cards[key]
 
+    def _fit_models(self, _name=None) -> None:
+        """Choose models that run on the chosen image when the chosen ones do not: a detector of
+        its dimensionality (of its modality first), a classifier of at most its dimensionality
+        to explain with (a 2-D one explains a volume's slices)."""
+        layer = self.image_layer()
+        if layer is None:
+            return
+        modality = str((layer.metadata.get(META_KEY, {}) if isinstance(layer.metadata, dict) else {})
+                       .get("modality", "") or "").upper()
+        card = self._cards.get(self.model_combo.currentData())
+        if card is not None and card.dims != layer.ndim:
+            fitting = [i for i in range(self.model_combo.count())
+                       if getattr(self._cards.get(self.model_combo.itemData(i)), "dims", None) == layer.ndim]
+            fitting.sort(key=lambda i: self._cards[self.model_combo.itemData(i)].modality.upper() != modality)
+            if fitting:
+                self.select_model(self.model_combo.itemData(fitting[0]))
+        explainer = self._cards.get(self.explain_combo.currentData())
+        if explainer is not None and explainer.dims > layer.ndim:
+            for i in range(self.explain_combo.count()):
+                if getattr(self._cards.get(self.explain_combo.itemData(i)), "dims", 99) <= layer.ndim:
+                    self.explain_combo.setCurrentIndex(i)
+                    break
+        self._describe_model()
+
     def _describe_model(self, index=None) -> None:
         key = self.model_combo.currentData()
         card = self._cards.get(key)
-        self.about.setText(card.description if card is not None and card.description else "")
+        text = card.description if card is not None and card.description else ""
+        layer = self.image_layer()
+        if card is not None and layer is not None and card.dims != layer.ndim:
+            runners = [c for c in self._cards.values() if c.task != "classification" and c.dims == layer.ndim]
+            text = (f"{card.name} runs on {card.dims}-D images; '{layer.name}' is {layer.ndim}-D"
+                    + ("" if runners else f", and no detection or segmentation model here runs on {layer.ndim}-D "
+                       "images: Explain shows where a classifier looks") + f". {text}")
+        self.about.setText(text)
         has_rescorer = card is not None and bool(card.inference.get("rescorer"))
         self.rescore_check.setEnabled(has_rescorer)  # only a model with a rescorer can switch it
         if has_rescorer:  # on or off as the card advises; the reader can switch it
