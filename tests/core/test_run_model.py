@@ -98,6 +98,8 @@ def _ct(array, **changes):
 
 @pytest.mark.parametrize("image, message", [
     (_ct(np.zeros((64, 64), np.int16)), "3-D"),
+    # one DICOM slice reads as a 3-D image: a 3-D detector gave a clean-looking "0 findings"
+    (_ct(np.full((1, 128, 96), -1000, np.int16)), r"works on volumes; this image is a single slice \(96 x 128 x 1"),
     (_ct(np.zeros((16, 16, 16, 3), np.uint8), rgb=True), "colour"),
     (_ct(np.zeros((16, 32, 32), np.int16), modality="MR"), "CT images"),
     (_ct(np.full((16, 32, 32), np.nan, np.float32)), "NaN"),

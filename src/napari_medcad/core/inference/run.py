@@ -68,6 +68,9 @@ def check_input(image: MedicalImage, card: ModelCard) -> float:
         raise MedcadError(f"model '{card.name}' needs a grey-level {card.modality} image; this image is a colour picture")
     if image.ndim != card.dims:
         raise MedcadError(f"model '{card.name}' works on {card.dims}-D images; this image is {image.ndim}-D")
+    if card.dims == 3 and min(image.spatial_shape) == 1:  # a single DICOM slice is read as a 3-D image
+        raise MedcadError(f"model '{card.name}' works on volumes; this image is a single slice "
+                          f"({' x '.join(str(n) for n in image.spatial_shape[::-1])} voxels, x y z)")
     modality = (image.modality or "").upper()
     if modality not in UNKNOWN_MODALITIES and card.modality and modality != card.modality.upper():
         raise MedcadError(f"model '{card.name}' is for {card.modality} images; this image is {image.modality}")
