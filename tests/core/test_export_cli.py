@@ -439,3 +439,23 @@ def test_hand_written_findings_csv(tmp_path, run_cli, rows, code, message):
     assert message in (result.stdout + result.stderr) and "Traceback" not in result.stderr
     if code:
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_findings_table_of_several_series_needs_the_images_seriesuid(tmp_path, run_cli):
+    """LUNA16's annotations.csv holds every scan's nodules: read whole, another scan's would be
+    exported as this one's.  Refused in one line; --seriesuid picks this image's rows."""
+    image = small_ct()
+    write_image(image, tmp_path / "scan.nii.gz")
+    (tmp_path / "annotations.csv").write_text("seriesuid,coordX,coordY,coordZ,diameter_mm\n"
+                                              "1.2.3,-20,-10,55,4.0\n1.2.4,-15,-5,58,3.0\n1.2.3,-18,-8,56,3.5\n")
+    command = ("export", "--image", str(tmp_path / "scan.nii.gz"), "--findings", str(tmp_path / "annotations.csv"),
+               "--out", str(tmp_path / "ds"), "--quiet")
+    refused = run_cli(*command)
+    assert refused.returncode == 2 and "holds the findings of 2 series" in refused.stderr
+    assert "'1.2.3', '1.2.4'" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "ds").exists()
+    unknown = run_cli(*command, "--seriesuid", "9.9")
+    assert unknown.returncode == 2 and "no row of series '9.9'" in unknown.stderr
+    done = run_cli(*command, "--seriesuid", "1.2.3")
+    assert done.returncode == 0, done.stderr
+    assert "2 pending" in done.stdout  # the two rows of 1.2.3, not 1.2.4's

@@ -19,6 +19,8 @@ def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", required=True, metavar="IMAGE", help="the image file or DICOM folder")
     parser.add_argument("--findings", metavar="CASE_DIR_OR_CSV",
                         help="a predict output folder (findings.csv + labels.nii.gz) or a findings CSV")
+    parser.add_argument("--seriesuid", metavar="UID",
+                        help="with a findings CSV of several series (LUNA16's annotations.csv): this image's rows")
     parser.add_argument("--review", metavar="REVIEW_FILE", help="a review file: its decisions replace the CSV's")
     parser.add_argument("--out", required=True, metavar="DATASET", help="dataset folder (created if needed)")
     parser.add_argument("--case", metavar="NAME", help="case name (default: a pseudonym, case_0001...)")
@@ -99,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         if source.is_dir():
             findings, labels = load_case_folder(source)
         elif source.is_file():
-            findings = read_findings_csv(source)
+            findings = read_findings_csv(source, seriesuid=args.seriesuid)
         else:
             raise MedcadError("the findings folder or CSV does not exist", source)
     if args.review is not None:

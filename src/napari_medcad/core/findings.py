@@ -220,9 +220,14 @@ def measurement_problem(finding: Finding) -> str | None:
 _POSITION_COLUMNS = ("coordX", "coordY", "coordZ")
 
 
-def read_findings_csv(path: str | os.PathLike, geometry: Geometry | None = None) -> Findings:
+def read_findings_csv(path: str | os.PathLike, geometry: Geometry | None = None,
+                      seriesuid: str | None = None) -> Findings:
     """Findings from a CSV in LUNA16 columns: ours, a plain LUNA16 annotations or submission
     file, or one written by hand.
+
+    A table of several series (LUNA16's annotations.csv holds all of them) is refused unless
+    ``seriesuid`` says which series' rows are this image's findings: read whole, another scan's
+    nodules would be exported as this one's.
 
     Hand-written tables bring 0-based ids, '1.0' for 1, 'Accepted' for accepted: those are read
     as meant.  Anything else wrong (a duplicate id, a status we do not know, a number that is
@@ -241,6 +246,7 @@ def read_findings_csv(path: str | os.PathLike, geometry: Geometry | None = None)
     if missing:
         raise MedcadError(f"this table lacks the LUNA16 columns {', '.join(missing)} (it has "
                           f"{', '.join(c for c in columns if c)[:120] or 'no header'})", path)
+    rows = _rows_of_series(rows, "seriesuid" in columns, seriesuid, path)
     findings = Findings(geometry=geometry)
     line_of_id: dict[int, int] = {}
     for line, row in rows:
@@ -254,6 +260,27 @@ def read_findings_csv(path: str | os.PathLike, geometry: Geometry | None = None)
         line_of_id[finding.id] = line
         findings.add(finding)
     return findings
+
+
+def _rows_of_series(rows: list, has_column: bool, seriesuid: str | None, path: Path) -> list:
+    """The rows of one series: ``seriesuid``'s, or all when the table holds at most one."""
+    series = list(dict.fromkeys((row.get("seriesuid") or "").strip() for _, row in rows)) if has_column else []
+    if seriesuid is not None:
+        if not has_column:
+            raise MedcadError("this table has no seriesuid column to choose a series by", path)
+        chosen = [(line, row) for line, row in rows if (row.get("seriesuid") or "").strip() == seriesuid.strip()]
+        if not chosen:
+            raise MedcadError(f"no row of series {seriesuid!r} ({_series_list(series)})", path)
+        return chosen
+    if len(series) > 1:
+        raise MedcadError(f"this table holds the findings of {len(series)} series ({_series_list(series)}): "
+                          "say which are this image's (export --seriesuid)", path)
+    return rows
+
+
+def _series_list(series: list[str]) -> str:
+    shown = ", ".join(repr(s) for s in series[:3])
+    return f"the table holds {shown}" + (f" and {len(series) - 3} more" if len(series) > 3 else "")
 
 
 def _finding_from_row(row: dict[str, str | None], findings: Findings, geometry: Geometry | None) -> Finding:
