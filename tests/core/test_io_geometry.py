@@ -318,6 +318,52 @@ def test_truncated_nifti_with_scaling_is_still_refused(tmp_path):
         read_image(path)
 
 
+@pytest.mark.parametrize("ext", [".nii", ".nii.gz"])
+@pytest.mark.parametrize("shape", [(20, 16, 6), (20, 16)])
+def test_nifti2_reads_as_the_same_image_in_nifti1(tmp_path, ext, shape):
+    """SimpleITK cannot open NIfTI-2 ("Unable to determine ImageIO reader"): it is read with
+    nibabel, to the same voxels, values and LPS geometry as the same image saved as NIfTI-1."""
+    nibabel = pytest.importorskip("nibabel")
+    data = ((np.arange(np.prod(shape)) % 1400) - 1000).astype(np.int16).reshape(shape)
+    affine = np.eye(4)
+    affine[:3, :3] = _rotation((1, 2, 3), 20.0) @ np.diag([0.7, 0.8, 2.5])
+    affine[:3, 3] = (-30.0, 12.0, 40.0)
+    images = []
+    for number, kind in ((1, nibabel.Nifti1Image), (2, nibabel.Nifti2Image)):
+        source = kind(data, affine)
+        source.set_qform(affine, 1)
+        source.set_sform(affine, 1)
+        nibabel.save(source, str(tmp_path / f"v{number}{ext}"))
+        images.append(read_image(tmp_path / f"v{number}{ext}"))
+    one, two = images
+    assert two.metadata["nifti_version"] == 2 and two.name == "v2" and two.modality == one.modality
+    np.testing.assert_array_equal(two.array, one.array)
+    assert two.array.dtype == one.array.dtype
+    for field in ("spacing_xyz", "origin_xyz", "direction"):
+        np.testing.assert_allclose(getattr(two.geometry, field), getattr(one.geometry, field), atol=1e-5)
+
+
+def test_nifti2_scaling_nan_and_damage(tmp_path):
+    nibabel = pytest.importorskip("nibabel")
+    from napari_medcad.core import MedcadError
+
+    scaled = nibabel.Nifti2Image(np.full((8, 6, 4), 1000, np.uint16), np.eye(4))
+    scaled.header.set_slope_inter(1.0, -1024.0)
+    nibabel.save(scaled, str(tmp_path / "scaled.nii"))
+    image = read_image(tmp_path / "scaled.nii")
+    assert image.array.dtype == np.float32 and np.all(image.array == -24.0)
+    with_nan = np.zeros((8, 6, 4), np.float32)
+    with_nan[1, 2, 3] = np.nan
+    nibabel.save(nibabel.Nifti2Image(with_nan, np.eye(4)), str(tmp_path / "nan.nii.gz"))
+    assert np.isnan(read_image(tmp_path / "nan.nii.gz").array[3, 2, 1])
+    nibabel.save(nibabel.Nifti2Image(np.zeros((8, 6, 4, 2), np.int16), np.eye(4)), str(tmp_path / "four.nii"))
+    with pytest.raises(MedcadError, match="unsupported dimensionality: 4-D"):
+        read_image(tmp_path / "four.nii")
+    (tmp_path / "cut.nii").write_bytes((tmp_path / "scaled.nii").read_bytes()[:-100])
+    with pytest.raises(MedcadError, match="truncated"):
+        read_image(tmp_path / "cut.nii")
+
+
 # ------------------------------------------------------------------------------------------
 # file and folder names that are not valid UTF-8 (Latin-1 names from old exports, zip files)
 

@@ -1,4 +1,5 @@
-"""NIfTI, NRRD, MetaImage and plain pictures through SimpleITK.
+"""NIfTI, NRRD, MetaImage and plain pictures through SimpleITK (NIfTI-2, which it cannot open,
+through nibabel: see ``nifti2``).
 
 SimpleITK is the reference for geometry in this project (LPS, ITK direction semantics), so
 reading these formats with it makes `napari-medcad info` agree with SimpleITK by construction,
@@ -21,6 +22,7 @@ import numpy as np
 
 from ..errors import MedcadError
 from ..image import Geometry, MedicalImage
+from .nifti2 import is_nifti2, read_nifti2
 from .paths import (
     PICTURE_EXTENSIONS,
     check_memory,
@@ -329,6 +331,8 @@ def _check_jpeg_complete(path: Path) -> None:
 def read_itk(path: str | os.PathLike) -> MedicalImage:
     """Read one NIfTI / NRRD / MetaImage / PNG / JPEG file with its geometry."""
     path = Path(path)
+    if extension_of(path) in (".nii", ".nii.gz") and is_nifti2(path):  # SimpleITK cannot open NIfTI-2
+        return read_nifti2(path, _stem(path))
     with itk_file_names([path]) as (name,):
         image, components = _read_with_itk(path, name)
     import SimpleITK as sitk
