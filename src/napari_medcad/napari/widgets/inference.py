@@ -351,7 +351,7 @@ class InferenceWidget(QWidget):
         if card is not None and card.dims != layer.ndim:
             fitting = [i for i in range(self.model_combo.count())
                        if getattr(self._cards.get(self.model_combo.itemData(i)), "dims", None) == layer.ndim]
-            fitting.sort(key=lambda i: self._cards[self.model_combo.itemData(i)].modality.upper() != modality)
+            fitting.sort(key=lambda i: (self._cards[self.model_combo.itemData(i)].modality or "").upper() != modality)
             if fitting:
                 self.select_model(self.model_combo.itemData(fitting[0]))
         explainer = self._cards.get(self.explain_combo.currentData())
