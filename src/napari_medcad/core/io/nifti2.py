@@ -75,7 +75,8 @@ def _lps_geometry(affine: np.ndarray, ndim: int, path: Path) -> Geometry:
     spacing = np.linalg.norm(matrix, axis=0)
     if not np.all(np.isfinite(lps)) or np.any(spacing[:ndim] <= 0):
         raise MedcadError("the NIfTI-2 header's affine is not usable (zero or non-finite voxel sizes)", path)
-    direction = (matrix / spacing)[:ndim, :ndim]
-    direction = direction / np.linalg.norm(direction, axis=0)  # a 2-D image's in-plane axes, as ITK keeps them
+    direction = (matrix[:, :ndim] / spacing[:ndim])[:ndim]
+    with np.errstate(divide="ignore", invalid="ignore"):  # a 2-D image's in-plane axes, as ITK keeps them
+        direction = direction / np.linalg.norm(direction, axis=0)
     return Geometry(tuple(spacing[:ndim]), tuple(lps[:ndim, 3]), tuple(direction.ravel()))
 
