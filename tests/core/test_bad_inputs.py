@@ -101,6 +101,12 @@ def gz_that_is_not_gzip(d, dcm):
     return path
 
 
+def gz_with_a_broken_deflate_stream(d, dcm):
+    path = d / "broken.nii.gz"  # a gzip header, then data zlib refuses (not a clean end of file)
+    path.write_bytes(b"\x1f\x8b\x08\x00 this is not a complete gzip stream")
+    return path
+
+
 def truncated_nii_gz(d, dcm):
     return _cut(_write(_volume(), d / "full.nii.gz", compress=True), 0.5, d / "cut.nii.gz")
 
@@ -397,6 +403,7 @@ CASES = {
     "random bytes .nii": (random_bytes_nii, ["not an image"]),
     "random bytes, no extension": (random_bytes_no_extension, ["unsupported file type"]),
     ".nii.gz that is not gzip": (gz_that_is_not_gzip, ["not an image"]),
+    ".nii.gz with a broken deflate stream": (gz_with_a_broken_deflate_stream, ["not an image", "corrupt"]),
     "truncated .nii.gz": (truncated_nii_gz, ["truncated"]),
     "truncated .nii": (truncated_nii, ["truncated"]),
     "truncated raw .nrrd": (truncated_raw_nrrd, ["truncated"]),

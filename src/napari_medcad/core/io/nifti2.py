@@ -28,7 +28,7 @@ def is_nifti2(path: Path) -> bool:
             compressed = handle.read(2) == b"\x1f\x8b"
         with (gzip.open(path, "rb") if compressed else open(path, "rb")) as handle:
             first = handle.read(4)
-    except (OSError, EOFError, gzip.BadGzipFile):
+    except (OSError, EOFError, zlib.error):  # a damaged file: the ITK path says what is wrong with it
         return False
     return len(first) == 4 and 540 in (int.from_bytes(first, "little"), int.from_bytes(first, "big"))
 
