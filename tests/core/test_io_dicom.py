@@ -547,3 +547,25 @@ def test_info_shows_reader_notes(pydicom_file, tmp_path, cli_info):
     assert "not evenly spaced" in info["notes"][0] and "could not be read" in info["notes"][1]
     assert info["series"][0]["notes"] == info["notes"]
     assert len(info["unreadable_in_folder"]) == 1
+
+
+def test_read_image_of_a_study_folder_says_which_series_it_took(tmp_path):
+    """`predict FOLDER` reads one series (the most slices); with others in the folder a reader
+    note says which, by number and size only (descriptions are free text)."""
+    from napari_medcad.core.io import reader_notes
+
+    thin = sitk.GetImageFromArray(np.full((12, 16, 16), -1000, np.int16))
+    thin.SetSpacing((1.0, 1.0, 2.0))
+    thick = sitk.GetImageFromArray(np.full((6, 16, 16), -1000, np.int16))
+    thick.SetSpacing((1.0, 1.0, 4.0))
+    write_series(thin, tmp_path / "study", series_number=3, description="Doe^John thin",
+                 names=[f"a{k}.dcm" for k in range(12)])
+    write_series(thick, tmp_path / "study", series_number=4, description="Doe^John thick",
+                 names=[f"b{k}.dcm" for k in range(6)])
+    image = read_image(tmp_path / "study")
+    assert image.array.shape[0] == 12
+    [note] = [n for n in reader_notes(image) if "image series" in n]
+    assert "holds 2 image series; this is series 3 (12 slices)" in note and "not used: series 4 (6 slices)" in note
+    assert "Doe" not in note
+    write_series(thin, tmp_path / "one", series_number=3)
+    assert not [n for n in reader_notes(read_image(tmp_path / "one")) if "image series" in n]

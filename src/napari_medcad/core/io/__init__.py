@@ -84,8 +84,29 @@ def _read_images(path: Path) -> list[MedicalImage]:
 
 
 def read_image(path: str | os.PathLike) -> MedicalImage:
-    """The main image at ``path``: for a DICOM folder, the series with the most slices."""
-    return read_images(path)[0]
+    """The main image at ``path``: for a DICOM folder, the series with the most slices; a note
+    (see :func:`reader_notes`) says so when the folder holds others, which are not read."""
+    images = read_images(path)
+    main = images[0]
+    if len(images) > 1:
+        main.metadata["series_choice_note"] = _series_choice(images)
+    return main
+
+
+def _series_choice(images: list[MedicalImage]) -> str:
+    """Which of a folder's series was taken, by number and size only (a series description is
+    free text that can name the patient)."""
+    def described(image: MedicalImage) -> str:
+        number = image.metadata.get("series_number")
+        slices = image.spatial_shape[0] if image.ndim == 3 else 1
+        name = f"series {number}" if number not in (None, "") else "a series"
+        return f"{name} ({slices} slice{'s' * (slices != 1)})"
+
+    others = ", ".join(described(image) for image in images[1:4]) + (
+        f" and {len(images) - 4} more" if len(images) > 4 else "")
+    return (f"the folder holds {len(images)} image series; this is {described(images[0])}, the one with the "
+            f"most slices; not used: {others} (napari opens each as a layer; to run on another, give it a "
+            "folder of its own)")
 
 
 def reader_notes(image: MedicalImage) -> list[str]:
