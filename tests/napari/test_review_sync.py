@@ -276,3 +276,23 @@ def test_a_finding_s_volume_and_diameter_follow_its_corrected_mask(review, qtbot
     review.session.undo()
     assert finding().volume_mm3 is None and finding().diameter_mm == 5.0
     assert float(np.asarray(review.points.size)[0]) == size_before
+
+
+def test_a_box_edit_compares_only_the_boxes_that_changed(review, qtbot, monkeypatch):
+    """With 5,000 findings a box gesture took 1.4 s (napari rebuilt the layer's data list for
+    each box, and every finding's box was redrawn to compare): now the layer is compared with
+    what was last drawn, at once, and only a changed box is looked at."""
+    from napari_medcad.napari import review_sync
+
+    review.session.accept(1)  # redraws nothing but colours; the drawing is known from the start
+    calls = []
+    real = review_sync.box_change
+    monkeypatch.setattr(review_sync, "box_change", lambda *args: calls.append(args[1].id) or real(*args))
+    review.layers.sync_from_boxes()
+    assert calls == [] and len(review.session.history) == 1
+    data = [np.array(box, float) for box in review.boxes.data]
+    data[1] = data[1] + np.array([0.0, 2.0, 3.0])  # the reader drags finding 2's box
+    review.boxes.data = data
+    review.layers.sync_from_boxes()
+    assert calls == [2] and review.session.history[-1].kind == "move"
+    assert review.statuses()[2] == "edited"
