@@ -319,10 +319,8 @@ class ReviewSession:
         snapshot = self._snapshot()
         self._batch = parts = []
         try:
-            yield
-        except BaseException:
-            self._restore(snapshot)
-            raise
+            with self._as_before_on_failure(snapshot):
+                yield
         finally:
             self._batch = None
         if isinstance(voxels, MaskPatch):
@@ -350,16 +348,12 @@ class ReviewSession:
         self._flush()
         if not self.history:
             return None
-        snapshot = self._snapshot()
-        try:
+        with self._as_before_on_failure():
             action = self.history.pop()
             self._encoded_history.pop()
             self.redo_stack.append(action)
             self._set_steps(action.steps, undoing=True)
             self.save()
-        except BaseException:
-            self._restore(snapshot)
-            raise
         self._tell(action.inverse())
         return action
 
@@ -367,16 +361,12 @@ class ReviewSession:
         self._flush()
         if not self.redo_stack:
             return None
-        snapshot = self._snapshot()
-        try:
+        with self._as_before_on_failure():
             action = self.redo_stack.pop()
             self._set_steps(action.steps, undoing=False)
             self.history.append(action)
             self._encoded_history.append(json.dumps(action.to_dict()))
             self.save()
-        except BaseException:
-            self._restore(snapshot)
-            raise
         self._tell(action)
         return action
 
@@ -498,17 +488,25 @@ class ReviewSession:
     def _record(self, action: Action, snapshot: tuple, applied: bool = True) -> None:
         """Do ``action`` (unless ``applied``), put it on the history and save; if that fails the
         session goes back to ``snapshot`` and the error is raised, else listeners hear it."""
-        try:
+        with self._as_before_on_failure(snapshot):
             if not applied:
                 self._set_steps(action.steps, undoing=False)
             self.history.append(action)
             self._encoded_history.append(json.dumps(action.to_dict()))
             self.redo_stack.clear()
             self.save()
+        self._tell(action)
+
+    @contextmanager
+    def _as_before_on_failure(self, snapshot: tuple | None = None) -> Iterator[None]:
+        """Run the block; if it raises, the session goes back to ``snapshot`` (default: as it is
+        now) and the error is raised: a failed save never leaves memory and file apart."""
+        snapshot = self._snapshot() if snapshot is None else snapshot
+        try:
+            yield
         except BaseException:
             self._restore(snapshot)
             raise
-        self._tell(action)
 
     def _snapshot(self) -> tuple:
         """What an action may change (shallow copies: findings are replaced, never changed in place)."""
