@@ -256,6 +256,11 @@ def stroke_patch(labels_layer, atoms) -> MaskPatch | None:
     return MaskPatch.of(atom_voxels(atom, labels_layer.data.shape) for atom in atoms)
 
 
+def voxel_volume_mm3(labels_layer) -> float:
+    """mm3 (mm2 in 2-D) of one voxel of the layer, from its data-to-world matrix."""
+    return abs(float(np.linalg.det(layer_matrix(labels_layer)[:-1, :-1])))
+
+
 def mask_changes(labels_layer, patch: MaskPatch, known_values: Iterable[int]):
     """What a stroke (its ``patch``, already in ``labels_layer``) did to the findings' masks.
 
@@ -268,7 +273,7 @@ def mask_changes(labels_layer, patch: MaskPatch, known_values: Iterable[int]):
     data = labels_layer.data
     ndim = labels_layer.ndim
     region = np.asarray(data[patch.box])
-    voxel_mm = abs(float(np.linalg.det(layer_matrix(labels_layer)[:-1, :-1])))
+    voxel_mm = voxel_volume_mm3(labels_layer)
     new_components = []
     for value in sorted({int(v) for v in np.unique(patch.after)} - known - {0}):
         where = np.argwhere(region == value)
@@ -290,7 +295,7 @@ def mask_volume_mm3(labels_layer, patch: MaskPatch, finding: Finding) -> float:
     volume before, plus the voxels the stroke gave its value, minus those it took.  Only a finding
     with no volume yet has the whole layer counted (a 300 x 512 x 512 layer takes 0.2 s)."""
     value = label_value_of(finding)
-    voxel_mm3 = abs(float(np.linalg.det(layer_matrix(labels_layer)[:-1, :-1])))
+    voxel_mm3 = voxel_volume_mm3(labels_layer)
     if finding.volume_mm3 is None:
         return float(np.count_nonzero(np.asarray(labels_layer.data) == value)) * voxel_mm3
     gained = int(np.count_nonzero(patch.after == value)) - int(np.count_nonzero(patch.before == value))

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import MedcadError
 from ..image import Geometry, MedicalImage
-from .nifti2 import is_nifti2, read_nifti2
+from .nifti2 import read_nifti2
 from .paths import (
     PICTURE_EXTENSIONS,
     check_memory,
@@ -212,6 +212,24 @@ def _nifti_layout(path: Path, compressed: bool) -> tuple[int, int] | None:
     return offset, int(np.prod(shape, dtype=np.float64)) * itemsize
 
 
+def _is_nifti2(path: Path) -> bool:
+    """Whether a .nii / .nii.gz file holds a NIfTI-2 header (False when it cannot be parsed: the
+    ITK path then says what is wrong with the file)."""
+    import nibabel
+
+    try:
+        compressed = _is_gzip(path)
+    except OSError:
+        return False
+    return isinstance(_nifti_header(path, compressed), nibabel.Nifti2Header)
+
+
+def unsupported_dimensionality(size: tuple[int, ...], path: Path) -> MedcadError:
+    """The refusal of an image that is not 2-D or 3-D (one message for every reader)."""
+    return MedcadError(f"unsupported dimensionality: {len(size)}-D image of size {size}; "
+                       "2-D and 3-D images are supported", path)
+
+
 def _is_gzip(path: Path) -> bool:
     """Whether the file is gzip-compressed, by its magic bytes (a '.nii' may be, a '.nii.gz' may not)."""
     with open(path, "rb") as handle:
@@ -331,7 +349,7 @@ def _check_jpeg_complete(path: Path) -> None:
 def read_itk(path: str | os.PathLike) -> MedicalImage:
     """Read one NIfTI / NRRD / MetaImage / PNG / JPEG file with its geometry."""
     path = Path(path)
-    if extension_of(path) in (".nii", ".nii.gz") and is_nifti2(path):  # SimpleITK cannot open NIfTI-2
+    if extension_of(path) in (".nii", ".nii.gz") and _is_nifti2(path):  # SimpleITK cannot open NIfTI-2
         return read_nifti2(path, _stem(path))
     with itk_file_names([path]) as (name,):
         image, components = _read_with_itk(path, name)
@@ -385,11 +403,7 @@ def _read_with_itk(path: Path, name: str):
     if len(size) == 4 and size[3] == 1:
         size = size[:3]
     if len(size) not in (2, 3) or min(size) < 1:
-        raise MedcadError(
-            f"unsupported dimensionality: {len(size)}-D image of size {tuple(size)}; "
-            "2-D and 3-D images are supported",
-            path,
-        )
+        raise unsupported_dimensionality(tuple(size), path)
     is_picture = extension_of(path) in PICTURE_EXTENSIONS
     if components > 1 and not (is_picture and len(size) == 2):
         raise MedcadError(

@@ -10,7 +10,6 @@ is RAS; our geometry, like ITK's, is LPS: x and y change sign.  The checks are t
 
 from __future__ import annotations
 
-import gzip
 import zlib
 from pathlib import Path
 
@@ -21,23 +20,15 @@ from ..image import Geometry, MedicalImage
 from .paths import check_memory, extension_of, quiet_libraries
 
 
-def is_nifti2(path: Path) -> bool:
-    """Whether ``path`` (a .nii or .nii.gz, compressed or not) starts with a NIfTI-2 header."""
-    try:
-        with open(path, "rb") as handle:
-            compressed = handle.read(2) == b"\x1f\x8b"
-        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as handle:
-            first = handle.read(4)
-    except (OSError, EOFError, zlib.error):  # a damaged file: the ITK path says what is wrong with it
-        return False
-    return len(first) == 4 and 540 in (int.from_bytes(first, "little"), int.from_bytes(first, "big"))
-
-
 def read_nifti2(path: Path, name: str) -> MedicalImage:
     """The image in a NIfTI-2 file, named ``name``, with its geometry in LPS."""
     import nibabel
 
-    from .itk_formats import check_data_size, guess_modality  # the ITK path's checks, for the same answers
+    from .itk_formats import (  # the ITK path's checks, for the same answers
+        check_data_size,
+        guess_modality,
+        unsupported_dimensionality,
+    )
 
     try:
         with quiet_libraries("nibabel", "nibabel.global"):
@@ -48,8 +39,7 @@ def read_nifti2(path: Path, name: str) -> MedicalImage:
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
     if len(shape) not in (2, 3) or min(shape) < 1:
-        raise MedcadError(f"unsupported dimensionality: {len(shape)}-D image of size {shape}; "
-                          "2-D and 3-D images are supported", path)
+        raise unsupported_dimensionality(shape, path)
     stored = nifti.get_data_dtype()
     if stored.names is not None or stored.kind not in "iuf":
         raise MedcadError(f"images of {stored} values are not supported (only grey-value volumes)", path)

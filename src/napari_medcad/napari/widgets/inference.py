@@ -345,8 +345,7 @@ class InferenceWidget(QWidget):
         layer = self.image_layer()
         if layer is None:
             return
-        modality = str((layer.metadata.get(META_KEY, {}) if isinstance(layer.metadata, dict) else {})
-                       .get("modality", "") or "").upper()
+        modality = _layer_modality(layer)
         card = self._cards.get(self.model_combo.currentData())
         if card is not None and card.dims != layer.ndim:
             fitting = [i for i in range(self.model_combo.count())
@@ -581,12 +580,17 @@ class InferenceWidget(QWidget):
         return None
 
 
+def _layer_modality(layer) -> str:
+    """The modality our reader recorded on the layer, upper case ("" when it did not open it)."""
+    info = layer.metadata.get(META_KEY, {}) if isinstance(layer.metadata, dict) else {}
+    return str(info.get("modality", "") or "").upper()
+
+
 def _default_model_name(layer) -> str:
     """The built-in model for the layer's modality (CT when the file did not say)."""
     from ...core.models.registry import default_model_for
 
-    info = layer.metadata.get(META_KEY, {}) if isinstance(layer.metadata, dict) else {}
-    modality = str(info.get("modality", "") or "").upper()
+    modality = _layer_modality(layer)
     candidates = [modality] if modality not in UNKNOWN_MODALITIES else []
     candidates += [m for m in ("CT",) if m not in candidates]
     error = None
