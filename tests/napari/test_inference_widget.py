@@ -14,6 +14,7 @@ from napari.layers import Image, Labels, Points, Shapes
 
 from napari_medcad.core.image import Geometry, MedicalImage, napari_world_to_lps
 from napari_medcad.core.models.registry import find_model
+from napari_medcad.napari import inference_jobs
 from napari_medcad.napari.findings_layers import ROLE_HEATMAP, findings_layers_of, role_of
 from napari_medcad.napari.layers import image_layer_data
 from napari_medcad.napari.widgets import inference
@@ -159,8 +160,8 @@ def test_cancel_adds_nothing(widget, qtbot, monkeypatch):
 
         return real(*args, progress=slow, **kwargs)
 
-    real = inference.run_model
-    monkeypatch.setattr(inference, "run_model", slow_run_model)
+    real = inference_jobs.run_model
+    monkeypatch.setattr(inference_jobs, "run_model", slow_run_model)
     before = len(widget.viewer.layers)
     worker = widget.run()
     qtbot.waitUntil(lambda: widget.runner.bar.value() > 0, timeout=10000)
@@ -262,7 +263,7 @@ def test_devices_listed_with_availability(widget, qtbot):
     assert widget.warmed_up.is_set()
     items = [widget.device_combo.itemText(i) for i in range(widget.device_combo.count())]
     assert items[:2] == ["auto", "cpu"]
-    available = inference.available_devices()
+    available = inference_jobs.available_devices()
     for name in ("cuda", "mps"):
         assert (name in items) == available[name] and ((f"{name} (not available)" in items) != available[name])
 

@@ -6,7 +6,8 @@ result into Points / Labels / Shapes / heatmap layers.  This module only picks t
 asks before replacing findings a reader has edited, and swaps the layers.  When the reader
 agrees to replace edited findings, the new Points layer is marked (``REPLACES_REVIEW``) so the
 Review widget starts a fresh review of them, keeping the old review file aside, instead of
-resuming the old review on findings that are no longer shown.
+resuming the old review on findings that are no longer shown.  What runs off the GUI thread
+(the jobs, the warm-up) is in ``napari.inference_jobs``; the model choice in ``model_chooser``.
 
 Keeping napari's event loop free (benchmarks/bench_gui_stall.py):
 
@@ -29,27 +30,14 @@ from __future__ import annotations
 
 import gc
 import threading
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from napari.layers import Image, Layer
 from napari.viewer import Viewer
-from qtpy.QtCore import QObject, QTimer, Signal
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QFileDialog,
-    QFormLayout,
-    QLabel,
-    QMessageBox,
-    QPushButton,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QMessageBox, QPushButton, QVBoxLayout, QWidget
 
-from ...core.errors import Cancelled, MedcadError
-from ...core.inference.run import UNKNOWN_MODALITIES, run_model
+from ...core.errors import MedcadError
 from ..findings_layers import (
     REPLACES_REVIEW,
     ROLE_HEATMAP,
@@ -58,53 +46,21 @@ from ..findings_layers import (
     findings_count,
     findings_layers_of,
     layers_edited,
-    result_layer_data,
     role_of,
 )
 from ..explain_layers import add_explanation_layer, is_explanation, show_explanations
-from ..graph_layers import ROLE_GRAPH_EDGES, ROLE_GRAPH_NODES, add_graph_layers, graph_layer_data, graph_layers_of
+from ..graph_layers import ROLE_GRAPH_EDGES, ROLE_GRAPH_NODES, add_graph_layers, graph_layers_of
+from ..inference_jobs import DEVICES, UserError, WarmUpSignals, explain_job, run_job, warm_up_in_background
 from ..jobs import JobRunner, notify_error
 from ..layers import META_KEY, image_from_layer
 from ..source_names import follow_source_renames
-from .text_area import description_area
+from .model_chooser import ModelChooser, default_model_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from ...core.models.card import ModelCard
 
 PLUGIN = "napari-medcad"
 WIDGET_NAME = "Inference"
-BROWSE = "__browse__"
-DEVICES = ("auto", "cpu", "cuda", "mps")
-
-
-@dataclass(frozen=True)
-class _UserError:
-    """A MedcadError carried back as the job's result, so it is shown once, without a traceback."""
-
-    error: MedcadError
-
-
-def _run_job(image, card, device: str, source_name: str = "", show_heatmap: bool = False,
-             warmed_up: threading.Event | None = None, rescore: bool = True, progress=None):
-    """In the worker: the model's result and its layers' data (LayerDataTuples), or an error.
-
-    When a graph rescorer ran, its candidate graph comes too (edges and nodes, every candidate
-    with its CNN and GNN scores), so the reader sees what the GNN raised and lowered."""
-    if warmed_up is not None:  # importing MONAI in two threads at once is not safe
-        warmed_up.wait()
-    try:
-        result = run_model(image, card, device=device, progress=progress, rescore=rescore)
-    except MedcadError as err:
-        return _UserError(err)
-    except Cancelled:
-        return None
-    source = source_name or image.name
-    layers = result_layer_data(result, image, source, show_heatmap=show_heatmap)
-    if result.graph is not None and result.graph.n_nodes:
-        rescorer = result.report.get("rescoring", {})
-        layers += graph_layer_data(result.graph, image, source_layer=source, model=str(rescorer.get("model", "")),
-                                   model_version=str(rescorer.get("model_version", "")))
-    return result, layers
 
 
 def _replacing_review(layer_tuple):
@@ -128,20 +84,6 @@ def _remove_layer(layers, layer) -> None:
         gc.unfreeze()
 
 
-def _explain_job(image, card, slices, warmed_up: threading.Event | None = None, progress=None):
-    """In the worker: the classifier's explanation heatmap on the image's grid, or an error."""
-    from ...core.explain import explain
-
-    if warmed_up is not None:
-        warmed_up.wait()
-    try:
-        return explain(image, card, slices=slices, progress=progress)
-    except MedcadError as err:
-        return _UserError(err)
-    except Cancelled:
-        return None
-
-
 def _windows_note(metadata: dict) -> str:
     """Why parts of a heatmap are empty: the windows left out because they hold no lung."""
     skipped = int(metadata.get("windows_skipped", 0) or 0)
@@ -151,54 +93,21 @@ def _windows_note(metadata: dict) -> str:
     return ""
 
 
-class _Background(QObject):
-    """Carries the warm-up thread's answer to the GUI thread."""
-
-    devices_known = Signal(object)
-
-
-def _warm_up(signals: _Background, done: threading.Event) -> None:
-    """Background thread: import what a run needs, then find the devices (needs torch)."""
-    try:
-        from ...core.inference.run import warm_up
-
-        warm_up()
-        available = available_devices()
-    except Exception:  # noqa: BLE001 - torch or MONAI missing or broken: Run will say why
-        available = {name: name in ("auto", "cpu") for name in DEVICES}
-    finally:
-        done.set()
-    try:
-        signals.devices_known.emit(available)
-    except RuntimeError:  # the widget was closed meanwhile
-        pass
-
-
-def available_devices() -> dict[str, bool]:
-    """Which device choices work on this machine (auto and cpu always do)."""
-    from ...core.inference.devices import cuda_available, mps_available
-
-    return {"auto": True, "cpu": True, "cuda": cuda_available(), "mps": mps_available()}
-
-
 class InferenceWidget(QWidget):
     """Image layer, model and device in; findings, masks, boxes and heatmap layers out."""
 
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer
+        self.models = ModelChooser(self, self.image_layer, self._fail)
+        # the chooser's controls, under the names the layout, the tests and the benchmarks use
+        self.model_combo, self.explain_combo = self.models.model_combo, self.models.explain_combo
+        self.about, self.rescore_check = self.models.about, self.models.rescore_check
         self.image_combo = QComboBox()
-        self.image_combo.currentTextChanged.connect(self._fit_models)
-        self.model_combo = QComboBox()
-        self.model_combo.activated.connect(self._on_model_chosen)
-        self.model_combo.currentIndexChanged.connect(self._describe_model)
+        self.image_combo.currentTextChanged.connect(self.models.fit_models)
         self.device_combo = QComboBox()
         self.heatmap_check = QCheckBox("show probability heatmap")
         self.heatmap_check.toggled.connect(self._show_heatmap)
-        self.rescore_check = QCheckBox("graph false-positive reduction (GNN)")
-        self.rescore_check.setChecked(True)
-        self.rescore_check.setToolTip("rescore the detector's candidates with the model's graph neural network")
-        self.explain_combo = QComboBox()
         self.explain_button = QPushButton("Explain")
         self.explain_button.setToolTip("Grad-CAM (CNN, LSTM) or the model's own attention (attention, MIL) "
                                        "as a heatmap over the image; a 2-D model explains the current slice")
@@ -209,17 +118,12 @@ class InferenceWidget(QWidget):
         self.run_button = QPushButton("Run")
         self.run_button.clicked.connect(lambda: self.run())
         self.runner = JobRunner()
-        self.about = QLabel("")
-        self.about.setWordWrap(True)
-        self.about_area = description_area(self.about, lines=4)
         self.message = QLabel("")
         self.message.setWordWrap(True)
-        self._cards: dict[str, ModelCard] = {}
-        self._last_model_index = 0
         self._pending: list[Callable[[], None]] = []  # layer changes still to make, one per turn
         self.devices_checked = False
         self.warmed_up = threading.Event()
-        self._background = _Background(self)
+        self._background = WarmUpSignals(self)
         self._background.devices_known.connect(self._set_devices)
 
         form = QFormLayout()
@@ -228,7 +132,7 @@ class InferenceWidget(QWidget):
         form.addRow("device", self.device_combo)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        layout.addWidget(self.about_area)
+        layout.addWidget(self.models.about_area)
         layout.addWidget(self.heatmap_check)
         layout.addWidget(self.rescore_check)
         layout.addWidget(self.run_button)
@@ -242,7 +146,7 @@ class InferenceWidget(QWidget):
         layout.addStretch(1)
 
         self._fill_devices()
-        threading.Thread(target=_warm_up, args=(self._background, self.warmed_up), name="medcad-warm-up",
+        threading.Thread(target=warm_up_in_background, args=(self._background, self.warmed_up), name="medcad-warm-up",
                          daemon=True).start()
         self.refresh_models()
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
@@ -270,112 +174,17 @@ class InferenceWidget(QWidget):
 
     def refresh_models(self) -> None:
         """The registered models (built-in, then the user's folder), plus Browse..."""
-        from ...core.models.registry import list_models
-
-        try:
-            cards = list_models()
-        except MedcadError as err:  # one broken user card must not hide the built-in models
-            self._fail(err)
-            cards = []
-        self.model_combo.blockSignals(True)
-        self.model_combo.clear()
-        self._cards = {}
-        explainers: list = []
-        for card in cards:
-            if card.task == "classification" and card.inference.get("stage") != "rescore":
-                explainers.append(card)
-            if card.inference.get("stage") == "rescore" or card.task not in ("detection", "segmentation"):
-                continue  # a rescorer runs inside its detector; classifiers make explanations, not findings
-            self._cards[card.name] = card
-            self.model_combo.addItem(f"{card.name} ({card.task}, {card.dims}-D {card.modality})", card.name)
-        self.model_combo.addItem("Browse...", BROWSE)
-        self.explain_combo.clear()
-        for card in explainers:
-            self._cards[card.name] = card
-            self.explain_combo.addItem(f"{card.name} ({card.family}, {card.dims}-D)", card.name)
-        self.model_combo.setCurrentIndex(0)
-        self.model_combo.blockSignals(False)
-        self._fit_models()
-        self._describe_model()
+        self.models.refresh_models()
 
     def add_model_path(self, path) -> ModelCard | None:
         """Use the model in folder (or card file) ``path`` and select it."""
-        from ...core.models.registry import find_model
-
-        try:
-            card = find_model(path)
-        except MedcadError as err:
-            return self._fail(err)
-        key = str(Path(path).expanduser().resolve())
-        self._cards[key] = card
-        index = self.model_combo.findData(key)
-        if index < 0:
-            index = self.model_combo.count() - 1  # before Browse...
-            self.model_combo.insertItem(index, f"{card.name} ({Path(key).name})", key)
-        self.model_combo.setCurrentIndex(index)
-        self._last_model_index = index
-        return card
-
-    def _on_model_chosen(self, index: int) -> None:
-        if self.model_combo.itemData(index) != BROWSE:
-            self._last_model_index = index
-            return
-        self.model_combo.setCurrentIndex(self._last_model_index)  # unless a folder is chosen
-        folder = QFileDialog.getExistingDirectory(self, "Model folder (card.yaml and weights)")
-        if folder:
-            self.add_model_path(folder)
+        return self.models.add_model_path(path)
 
     def select_model(self, name: str) -> bool:
-        index = self.model_combo.findData(name)
-        if index >= 0:
-            self.model_combo.setCurrentIndex(index)
-            self._last_model_index = index
-        return index >= 0
+        return self.models.select_model(name)
 
     def model_card(self) -> ModelCard:
-        key = self.model_combo.currentData()
-        if key in (None, BROWSE) or key not in self._cards:
-            raise MedcadError("choose a model (or Browse... for a model folder)")
-        return self._cards[key]
-
-    def _fit_models(self, _name=None) -> None:
-        """Choose models that run on the chosen image when the chosen ones do not: a detector of
-        its dimensionality (of its modality first), a classifier of at most its dimensionality
-        to explain with (a 2-D one explains a volume's slices)."""
-        layer = self.image_layer()
-        if layer is None:
-            return
-        modality = _layer_modality(layer)
-        card = self._cards.get(self.model_combo.currentData())
-        if card is not None and card.dims != layer.ndim:
-            fitting = [i for i in range(self.model_combo.count())
-                       if getattr(self._cards.get(self.model_combo.itemData(i)), "dims", None) == layer.ndim]
-            fitting.sort(key=lambda i: (self._cards[self.model_combo.itemData(i)].modality or "").upper() != modality)
-            if fitting:
-                self.select_model(self.model_combo.itemData(fitting[0]))
-        explainer = self._cards.get(self.explain_combo.currentData())
-        if explainer is not None and explainer.dims > layer.ndim:
-            for i in range(self.explain_combo.count()):
-                if getattr(self._cards.get(self.explain_combo.itemData(i)), "dims", 99) <= layer.ndim:
-                    self.explain_combo.setCurrentIndex(i)
-                    break
-        self._describe_model()
-
-    def _describe_model(self, index=None) -> None:
-        key = self.model_combo.currentData()
-        card = self._cards.get(key)
-        text = card.description if card is not None and card.description else ""
-        layer = self.image_layer()
-        if card is not None and layer is not None and card.dims != layer.ndim:
-            runners = [c for c in self._cards.values() if c.task != "classification" and c.dims == layer.ndim]
-            text = (f"{card.name} runs on {card.dims}-D images; '{layer.name}' is {layer.ndim}-D"
-                    + ("" if runners else f", and no detection or segmentation model here runs on {layer.ndim}-D "
-                       "images: Explain shows where a classifier looks") + f". {text}")
-        self.about.setText(text)
-        has_rescorer = card is not None and bool(card.inference.get("rescorer"))
-        self.rescore_check.setEnabled(has_rescorer)  # only a model with a rescorer can switch it
-        if has_rescorer:  # on or off as the card advises; the reader can switch it
-            self.rescore_check.setChecked(card.rescores_by_default)
+        return self.models.model_card()
 
     def _refresh_layers(self, event=None) -> None:
         current = self.image_combo.currentText()
@@ -416,11 +225,8 @@ class InferenceWidget(QWidget):
         card = chosen_card()
         return layer, image_from_layer(layer), card
 
-    def _explainer_card(self):
-        card = self._cards.get(self.explain_combo.currentData())
-        if card is None:
-            raise MedcadError("no classifier to explain with")
-        return card
+    def _explainer_card(self) -> ModelCard:
+        return self.models.explainer_card()
 
     def run(self):
         """Start the model on the chosen image; returns the worker, or None if nothing started."""
@@ -429,7 +235,8 @@ class InferenceWidget(QWidget):
         except MedcadError as err:
             return self._fail(err)
         try:
-            if not self._trusted_or_asked(card):
+            if not self.models.trusted_or_asked(card):
+                self.message.setText(f"'{card.name}' was not trusted; nothing was run")
                 return None
         except MedcadError as err:
             return self._fail(err)
@@ -440,7 +247,7 @@ class InferenceWidget(QWidget):
             return None
         self.run_button.setEnabled(False)
         return self.runner.start(
-            _run_job, image, card, self.device, layer.name, self.heatmap_check.isChecked(), self.warmed_up,
+            run_job, image, card, self.device, layer.name, self.heatmap_check.isChecked(), self.warmed_up,
             self.rescore_check.isChecked(),
             on_result=lambda result: self._add_result(result, layer.name, replaces_edits),
             on_finish=lambda: self.run_button.setEnabled(not self.busy),
@@ -456,13 +263,13 @@ class InferenceWidget(QWidget):
         if card.dims == 2 and image.ndim == 3:
             slices = [int(round(layer.world_to_data(self.viewer.dims.point)[0]))]
         self.explain_check.setChecked(True)
-        return self.runner.start(_explain_job, image, card, slices, self.warmed_up,
+        return self.runner.start(explain_job, image, card, slices, self.warmed_up,
                                  on_result=lambda heat: self._add_explanation(heat, layer))
 
     def _add_explanation(self, heat, layer) -> None:
         if heat is None:  # cancelled
             return
-        if isinstance(heat, _UserError):
+        if isinstance(heat, UserError):
             return self._fail(heat.error)
         if layer in self.viewer.layers:
             add_explanation_layer(self.viewer, heat, layer)
@@ -473,31 +280,6 @@ class InferenceWidget(QWidget):
         layer = self.image_layer()
         if layer is not None:
             show_explanations(self.viewer, layer.name, bool(checked))
-
-    def _trusted_or_asked(self, card) -> bool:
-        """A TorchScript model is a program: it runs only once the user trusts its exact file
-        (core/models/trust.py).  The CLI says to run `models --trust`; here the reader is asked."""
-        from ...core.models.loading import torchscript_file
-        from ...core.models.trust import file_digest, is_trusted, trust
-
-        path = torchscript_file(card)
-        if path is None:
-            return True
-        file_sha256 = file_digest(path)
-        if is_trusted(file_sha256):
-            return True
-        answer = QMessageBox.question(
-            self, "Trust this model?",
-            f"'{card.name}' is TorchScript: a program that runs with your permissions and can read and "
-            f"write your files (PyTorch has no safe way to load it).\n\n{path}\nSHA-256 {file_sha256}\n\n"
-            "Trust it only if you know where it comes from. Trust this file and run it?",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No,
-        )
-        if answer != QMessageBox.StandardButton.Yes:
-            self.message.setText(f"'{card.name}' was not trusted; nothing was run")
-            return False
-        trust(path, card.name, shown_sha256=file_sha256)
-        return True
 
     def _confirm_replace(self, name: str) -> bool:
         answer = QMessageBox.question(
@@ -516,7 +298,7 @@ class InferenceWidget(QWidget):
         new ones starts over (the Review widget keeps the old review file aside)."""
         if outcome is None:  # cancelled: nothing is added, nothing is removed
             return None
-        if isinstance(outcome, _UserError):
+        if isinstance(outcome, UserError):
             self.runner.status.setText(str(outcome.error))
             return self._fail(outcome.error)
         result, layer_data = outcome
@@ -580,35 +362,13 @@ class InferenceWidget(QWidget):
         return None
 
 
-def _layer_modality(layer) -> str:
-    """The modality our reader recorded on the layer, upper case ("" when it did not open it)."""
-    info = layer.metadata.get(META_KEY, {}) if isinstance(layer.metadata, dict) else {}
-    return str(info.get("modality", "") or "").upper()
-
-
-def _default_model_name(layer) -> str:
-    """The built-in model for the layer's modality (CT when the file did not say)."""
-    from ...core.models.registry import default_model_for
-
-    modality = _layer_modality(layer)
-    candidates = [modality] if modality not in UNKNOWN_MODALITIES else []
-    candidates += [m for m in ("CT",) if m not in candidates]
-    error = None
-    for candidate in candidates:
-        try:
-            return default_model_for(candidate, layer.ndim).name
-        except MedcadError as err:
-            error = error or err
-    raise error
-
-
 def run_default_model(viewer: Viewer, layer: Layer) -> None:
     """Layer context menu: dock the Inference widget and run the default model on ``layer``."""
     if not isinstance(layer, Image):
         notify_error(MedcadError("the default model runs on an image layer"))
         return
     try:
-        name = _default_model_name(layer)
+        name = default_model_name(layer)
     except MedcadError as err:
         notify_error(err)
         return

@@ -3,70 +3,38 @@
 Thin by design: ``core.review.ReviewSession`` holds the state (undo/redo, atomic autosave tied
 to the image's content signature) and ``napari.review_sync.ReviewLayers`` keeps the Points,
 boxes and Labels layers in step with it both ways; ``napari.findings_table`` is the table's model.
-This module is the controls, the keyboard, and the view following the current row.
+This module is the controls, the keyboard, and the view following the current row; the table
+(``review_table``), the buttons and their keys (``review_buttons``), which review a findings
+layer starts (``review_start``) and the export (``review_export``) are beside it.
 
 Deleted model points become *rejected* and stay drawn as hollow red rings (hard negatives for
 retraining); deleting a reader's own point removes it.
 
-The current finding is kept by its id, not by its table row: the table's model is the session's
-own list, so after an add or a removal a row number read before the table is rebuilt names
-another finding (or none).  Only choosing a row (click, N, P, after a decision) moves the view;
-the row selected for a finding the reader just edited on the canvas leaves it where it is.
-
-Which review a findings layer starts: the one saved for its image if it was made on these
-findings; a fresh one (the saved one kept aside) when the Inference widget replaced edited
-findings with the reader's consent (``REPLACES_REVIEW`` in the new Points layer's metadata);
-and when the saved review was made on other findings, the reader chooses.
+The current finding is kept by its id, not by its table row (``review_table`` says why).
+Only choosing a row (click, N, P, after a decision) moves the view; the row selected for a
+finding the reader just edited on the canvas leaves it where it is.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from pathlib import Path
 
-from qtpy.QtCore import QItemSelectionModel, Qt
-from qtpy.QtGui import QKeySequence
-from qtpy.QtWidgets import (
-    QAbstractItemView,
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QFileDialog,
-    QFormLayout,
-    QGridLayout,
-    QHBoxLayout,
-    QHeaderView,
-    QLabel,
-    QLineEdit,
-    QMessageBox,
-    QPushButton,
-    QShortcut,
-    QTableView,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QLineEdit, QVBoxLayout, QWidget
 
 from ...core.errors import MedcadError
-from ...core.findings import Finding, Status
+from ...core.findings import Finding
 from ...core.image import lps_to_napari_world
-from ...core.review import ReviewSession, default_review_path, file_identity
-from ..findings_layers import (REPLACES_REVIEW, ROLE_BOXES, ROLE_LABELS, ROLE_POINTS, base_findings, findings_count,
+from ...core.review import ReviewSession, default_review_path
+from ..findings_layers import (REPLACES_REVIEW, ROLE_BOXES, ROLE_LABELS, ROLE_POINTS, findings_count,
                               findings_layers_of, role_of)
-from ..findings_table import ALL_STATUSES, FindingsFilter, FindingsTableModel
-from ..jobs import JobRunner, notify_error
+from ..jobs import notify_error
 from ..layers import META_KEY, image_from_layer
 from ..review_sync import IN_PLACE, ReviewLayers
 from ..source_names import follow_source_renames
-
-try:  # the export engineer's core function; without it there is no Export button
-    from ...core.export import export_case
-except ImportError:  # pragma: no cover - depends on the installed version
-    export_case = None
-
-SHORTCUTS = {
-    "accept": ("A",), "reject": ("R",), "next": ("N",), "previous": ("P",),
-    "undo": ("Ctrl+Z",), "redo": ("Ctrl+Shift+Z", "Ctrl+Y"),
-}
+from .review_buttons import decision_buttons
+from .review_export import CaseExport, export_case
+from .review_start import FailedStart, open_session
+from .review_table import ReviewTable
 
 
 class ReviewWidget(QWidget):
@@ -83,36 +51,16 @@ class ReviewWidget(QWidget):
         self._follow_view = True  # False while a row is chosen for the reader's canvas click or edit
         self._current_id: int | None = None  # the current row's finding, by id (see the module docstring)
         self._starting = False  # a review is being opened (a dialog may run the event loop meanwhile)
-        self._failure: tuple | None = None  # what the last automatic start failed on (see _failed_before)
-        self._set_aside = False  # the review just started moved a saved one aside
+        self._failure = FailedStart()  # what the last automatic start failed on
 
         self.findings_combo = QComboBox()
         self.findings_combo.activated.connect(lambda index: self.start_review())
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
-        self.min_probability = QDoubleSpinBox()
-        self.min_probability.setRange(0.0, 1.0)
-        self.min_probability.setSingleStep(0.05)
-        self.min_probability.setDecimals(2)
-        self.status_filter = QComboBox()
-        self.status_filter.addItems([ALL_STATUSES] + [s.value for s in Status])
-        self.min_probability.valueChanged.connect(self._apply_filter)
-        self.status_filter.currentIndexChanged.connect(self._apply_filter)
-
-        self.model = FindingsTableModel()
-        self.proxy = FindingsFilter()
-        self.proxy.setSourceModel(self.model)
-        self.table = QTableView()
-        self.table.setModel(self.proxy)
-        self.table.setSortingEnabled(True)
-        self.table.sortByColumn(2, Qt.SortOrder.DescendingOrder)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().setVisible(False)
-        self.table.verticalHeader().setDefaultSectionSize(20)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table = ReviewTable()
+        # the table's parts, under the names the tests and the benchmarks use
+        self.model, self.proxy = self.table.findings, self.table.proxy
+        self.min_probability, self.status_filter = self.table.min_probability, self.table.status_filter
         self.table.selectionModel().currentRowChanged.connect(self._on_current_row)
 
         self.class_combo = QComboBox()
@@ -126,27 +74,10 @@ class ReviewWidget(QWidget):
 
         self.advance_check = QCheckBox("go to the next finding after accept / reject")
         self.advance_check.setChecked(True)
-        self.buttons: dict[str, QPushButton] = {}
-        actions = {"accept": self.accept_current, "reject": self.reject_current, "previous": self.previous,
-                   "next": self.next, "undo": self.undo, "redo": self.redo}
-        titles = {"previous": "Previous (P, Up)", "next": "Next (N, Down)", "accept": "Accept (A)",
-                  "reject": "Reject (R)", "undo": "Undo (Ctrl+Z)", "redo": "Redo (Ctrl+Shift+Z / Ctrl+Y)"}
-        grid = QGridLayout()
-        for position, name in enumerate(("accept", "reject", "previous", "next", "undo", "redo")):
-            button = QPushButton(titles[name])
-            button.clicked.connect(lambda checked=False, act=actions[name]: act())
-            self.buttons[name] = button
-            grid.addWidget(button, position // 2, position % 2)
-            for keys in SHORTCUTS[name]:
-                shortcut = QShortcut(QKeySequence(keys), self)
-                shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
-                shortcut.activated.connect(actions[name])
+        grid, self.buttons = decision_buttons(self, {
+            "accept": self.accept_current, "reject": self.reject_current, "previous": self.previous,
+            "next": self.next, "undo": self.undo, "redo": self.redo})
 
-        filters = QHBoxLayout()
-        filters.addWidget(QLabel("min probability"))
-        filters.addWidget(self.min_probability)
-        filters.addWidget(QLabel("status"))
-        filters.addWidget(self.status_filter, 1)
         form = QFormLayout()
         form.addRow("findings", self.findings_combo)
         edit_form = QFormLayout()
@@ -155,17 +86,16 @@ class ReviewWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.status_label)
-        layout.addLayout(filters)
+        layout.addLayout(self.table.filter_row())
         layout.addWidget(self.table, 1)
         layout.addLayout(grid)
         layout.addWidget(self.advance_check)
         layout.addLayout(edit_form)
-        self.export_button = None
-        self.runner = None
-        if export_case is not None:
-            self.export_button = QPushButton("Export case to dataset...")
-            self.export_button.clicked.connect(lambda: self.export())
-            self.runner = JobRunner()
+        self.export_button = self.runner = self._export = None
+        if export_case is not None:  # without the core's export function there is no Export button
+            self._export = CaseExport(self, lambda: (self.session, self.image_layer, self.labels_layer),
+                                      self.status_label.setText)
+            self.export_button, self.runner = self._export.button, self._export.runner
             layout.addWidget(self.export_button)
             layout.addWidget(self.runner)
 
@@ -224,7 +154,7 @@ class ReviewWidget(QWidget):
         info = layer.metadata.get(META_KEY, {})
         source = info.get("source_layer", "")
         image_layer = self.viewer.layers[source] if source in self.viewer.layers else None
-        if automatic and self._failed_before(layer, image_layer):
+        if automatic and self._failure.failed_before(layer, image_layer):
             return None
         path = None
         self._starting = True
@@ -233,66 +163,24 @@ class ReviewWidget(QWidget):
                 raise MedcadError(f"open the image '{source}' these findings were made on to review them")
             signature = image_from_layer(image_layer).content_signature()
             path = default_review_path(signature)
-            session = self._open_session(layer, signature, path)
+            session, set_aside = open_session(self, self.viewer, layer, signature, path)
         except MedcadError as err:
-            self._failure = (layer, image_layer, _data_id(image_layer), path, file_identity(path))
+            self._failure.remember(layer, image_layer, path)
             self._stop_review(str(err))
             notify_error(err)
             return None
         finally:
             self._starting = False
-        self._failure = None
+        self._failure.forget()
         if session is None or layer not in self.viewer.layers or image_layer not in self.viewer.layers:
             self._refresh_layers()  # closed while the reader was asked
             return None
         info.pop(REPLACES_REVIEW, None)  # from now on this layer's review is the one just started
         self._begin(session, layer, image_layer)
-        if self._set_aside:
+        if set_aside:
             self.status_label.setText(self.status_label.text() + f"; the earlier review of this image was kept "
                                       f"aside in {path.parent} (*.replaced-*.review.json)")
         return session
-
-    def _failed_before(self, layer, image_layer) -> bool:
-        """The last automatic start failed on these very layers, and the review file is as it was."""
-        if self._failure is None:
-            return False
-        points, image, data, path, state = self._failure
-        return points is layer and image is image_layer and data == _data_id(image_layer) and state == file_identity(path)
-
-    def _open_session(self, layer, signature: str, path: Path) -> ReviewSession | None:
-        """The saved review if it was made on these findings; a fresh one (the saved one kept
-        aside) if the findings replaced reviewed ones with the reader's consent, or if the reader
-        chooses to start over a review made on other findings; None if the layer was closed
-        while the reader was asked."""
-        findings = base_findings(layer)
-        restart = bool(layer.metadata.get(META_KEY, {}).get(REPLACES_REVIEW))
-        self._set_aside = False
-        if not restart and path.exists():
-            saved = ReviewSession.open(path, signature)  # refused here if damaged or of another image
-            if saved.began_with(findings):
-                return saved  # the file is read once: 5,000 findings take 0.1 s to parse
-            restart = not (saved.history or saved.redo_stack) or self._ask_start_over(layer, saved)
-            if layer not in self.viewer.layers:
-                return None
-        self._set_aside = restart and path.exists()
-        return ReviewSession.start(findings, signature, path, restart=restart)
-
-    def _ask_start_over(self, layer, saved: ReviewSession) -> bool:
-        """Whether the reader starts a new review of ``layer``'s findings rather than resuming
-        ``saved``, which was made on other findings of the same image."""
-        actions = len(saved.history)
-        box = QMessageBox(QMessageBox.Icon.Question, "Resume the saved review?",
-                          f"A saved review of this image ({actions} action{'' if actions == 1 else 's'}, "
-                          f"{findings_count(len(saved.findings))}) was made on other findings than those in "
-                          f"'{layer.name}'.\n\nResume it: its findings replace those shown.\n"
-                          f"Start over: review the findings in '{layer.name}'; the saved review is kept "
-                          f"aside in {saved.path.parent}.", parent=self)
-        resume = box.addButton("Resume", QMessageBox.ButtonRole.AcceptRole)
-        start_over = box.addButton("Start over", QMessageBox.ButtonRole.DestructiveRole)
-        box.setDefaultButton(resume)
-        box.setEscapeButton(resume)
-        box.exec()
-        return box.clickedButton() is start_over
 
     def open_review_file(self, path) -> ReviewSession | None:
         """Continue a review saved elsewhere; refused if it was made on another image."""
@@ -357,9 +245,6 @@ class ReviewWidget(QWidget):
         self.class_combo.addItems(classes or ["nodule"])
 
     # the table and the view -----------------------------------------------------------------
-    def _apply_filter(self, *args) -> None:
-        self.proxy.set_filter(self.min_probability.value(), self.status_filter.currentText())
-
     def current_finding(self) -> Finding | None:
         """The current row's finding, found by its id (the row numbers may be stale, see above)."""
         if self.session is None or self._current_id is None:
@@ -372,13 +257,6 @@ class ReviewWidget(QWidget):
             return items[row]
         return next((f for f in self.session.findings if f.id == finding_id), None) if self.session else None
 
-    def _id_at(self, proxy_index) -> int | None:
-        """The finding id of a row of the table (None for no row)."""
-        if not proxy_index.isValid():
-            return None
-        row = self.proxy.mapToSource(proxy_index).row()
-        return self.model.items[row].id if 0 <= row < len(self.model.items) else None
-
     @contextmanager
     def _view_stays(self):
         """Rows chosen inside this block select their finding without moving the view."""
@@ -390,26 +268,16 @@ class ReviewWidget(QWidget):
 
     def visible_ids(self) -> list[int]:
         """Finding ids in table order (after sorting and filtering)."""
-        return [self.model.items[self.proxy.mapToSource(self.proxy.index(row, 0)).row()].id
-                for row in range(self.proxy.rowCount())]
+        return self.table.visible_ids()
 
     def select_finding(self, finding_id: int) -> bool:
         """Make the finding the current row (which moves the view); False if it is filtered out."""
-        row = self.model.rows.get(finding_id)
-        if row is None:
-            return False
-        index = self.proxy.mapFromSource(self.model.index(row, 0))
-        if not index.isValid():
-            return False
-        self.table.selectionModel().setCurrentIndex(
-            index, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
-        self.table.scrollTo(index)
-        return True
+        return self.table.select(finding_id)
 
     def _on_current_row(self, current, previous=None) -> None:
-        if self._note_for is not None and self._note_for != self._id_at(current):
+        if self._note_for is not None and self._note_for != self.table.id_at(current):
             self._note_finished()  # the note typed so far goes to the finding it was typed for
-        self._current_id = self._id_at(current)
+        self._current_id = self.table.id_at(current)
         finding = self.current_finding()
         if finding is not None and self._follow_view:
             self.go_to(finding)
@@ -457,30 +325,18 @@ class ReviewWidget(QWidget):
                 self.note_edit.setText(finding.note)
 
     # keyboard review ------------------------------------------------------------------------
-    def _step(self, delta: int) -> None:
-        rows = self.proxy.rowCount()
-        if not rows:
-            return
-        index = self.table.selectionModel().currentIndex()
-        row = 0 if not index.isValid() else min(max(index.row() + delta, 0), rows - 1)
-        target = self.proxy.index(row, 0)
-        self.table.selectionModel().setCurrentIndex(
-            target, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
-        self.table.scrollTo(target)
-
     def next(self) -> None:
-        self._step(+1)
+        self.table.step(+1)
 
     def previous(self) -> None:
-        self._step(-1)
+        self.table.step(-1)
 
     def _decide(self, decide) -> None:
         """Apply a decision to the current finding, then go to the one after it in the table."""
         finding = self.current_finding()
         if finding is None or self.session is None:
             return
-        index = self.table.selectionModel().currentIndex()
-        next_id = self._id_at(self.proxy.index(index.row() + 1, 0))
+        next_id = self.table.id_after_current()
         try:
             decide(finding.id)
         except MedcadError as err:
@@ -488,11 +344,11 @@ class ReviewWidget(QWidget):
             return
         if not self.advance_check.isChecked():
             if not self.select_finding(finding.id):
-                self._step(0)
+                self.table.step(0)
             return
         if next_id is None or not self.select_finding(next_id):
             if not self.select_finding(finding.id):  # filtered out by its new status: stay in place
-                self._step(0)
+                self.table.step(0)
 
     def accept_current(self) -> None:
         if self.session is not None:
@@ -573,33 +429,7 @@ class ReviewWidget(QWidget):
     # export -------------------------------------------------------------------------------------
     def export(self, out_dir=None):
         """Add this case (reviewed findings, masks) to a training dataset folder, in a worker."""
-        if export_case is None or self.session is None or self.image_layer is None or self.runner is None:
-            return None
-        if self.runner.running:
-            notify_error(MedcadError("an export is already running"))
-            return None
-        if out_dir is None:
-            out_dir = QFileDialog.getExistingDirectory(self, "Dataset folder (created or added to)")
-            if not out_dir:
-                return None
-        image = image_from_layer(self.image_layer)
-        labels = image_from_layer(self.labels_layer) if self.labels_layer is not None else None
-        source = getattr(getattr(self.image_layer, "source", None), "path", None)
-        self.export_button.setEnabled(False)
-        return self.runner.start(
-            export_case, image, self.session.reviewed_findings(), Path(out_dir), labels=labels,
-            source_path=source, on_result=self._exported, on_finish=lambda: self.export_button.setEnabled(True))
-
-    def _exported(self, result) -> None:
-        text = result.summary() if hasattr(result, "summary") else f"exported {getattr(result, 'case', '')}"
-        self.status_label.setText(text)
-        from napari.utils.notifications import show_info
-
-        show_info(text)
-
-
-def _data_id(layer) -> int | None:
-    return id(layer.data) if layer is not None else None
+        return self._export.export(out_dir) if self._export is not None else None
 
 
 def _camera(viewer):
