@@ -22,11 +22,11 @@ import unicodedata
 from pathlib import Path
 
 from ..cli import EXIT_USER_ERROR, command
+from ..core.inference.devices import DEVICE_CHOICES
 
 #: a case failed on a bug, not on its input (set NAPARI_MEDCAD_DEBUG=1 for the traceback)
 EXIT_INTERNAL_ERROR = 1
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_CASE_CHARS = 96
 
@@ -36,7 +36,7 @@ def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="lung-nodule-ct", metavar="NAME|PATH",
                         help="registered model name, or a model folder / card file (default: lung-nodule-ct)")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the results (one subfolder per case)")
-    parser.add_argument("--device", default="auto", choices=DEVICES, help="where to run the model (default: auto)")
+    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="where to run the model (default: auto)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     parser.add_argument("--rescore", dest="rescore", action=argparse.BooleanOptionalAction, default=None,
                         help="run (or skip) the model's graph rescorer (lung-nodule-ct: the GNN false-positive "

@@ -10,23 +10,17 @@ here at import time.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 
 from qtpy.QtCore import QObject, Signal
 
 from ..core.errors import Cancelled, MedcadError
+from ..core.inference.devices import DEVICE_CHOICES
 from ..core.inference.run import run_model
 from .findings_layers import result_layer_data
 from .graph_layers import graph_layer_data
+from .jobs import UserError
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
-
-
-@dataclass(frozen=True)
-class UserError:
-    """A MedcadError carried back as the job's result, so it is shown once, without a traceback."""
-
-    error: MedcadError
+DEVICES = DEVICE_CHOICES
 
 
 def run_job(image, card, device: str, source_name: str = "", show_heatmap: bool = False,

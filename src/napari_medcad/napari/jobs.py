@@ -9,12 +9,21 @@ unit and a cancelled job delivers nothing.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from ..core.errors import MedcadError
 from ..core.progress import Progress, iterate
+
+
+@dataclass(frozen=True)
+class UserError:
+    """A MedcadError carried back as a job's result, so it is shown once, without a traceback
+    (raised, it would also reach the event loop through the worker's error path)."""
+
+    error: MedcadError
 
 
 def notify_error(err: BaseException) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import inspect
 import json
 import re
-from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -48,7 +47,7 @@ from ...core.preprocess import (
     world_box_around,
 )
 from ...core.preprocess.masks import MASK_NOTE
-from ..jobs import JobRunner, notify_error
+from ..jobs import JobRunner, UserError, notify_error
 from ..layers import META_KEY, image_from_layer, image_layer_data, labels_layer_data, layer_metadata
 
 
@@ -363,7 +362,7 @@ class PreprocessWidget(QWidget):
     def _add_result(self, result, pipeline: Pipeline, source_name: str):
         if result is None:  # cancelled
             return None
-        if isinstance(result, _UserError):
+        if isinstance(result, UserError):
             self.runner.status.setText(str(result.error))
             return self._fail(result.error)
         metadata = layer_metadata(result, source_layer=source_name)
@@ -380,13 +379,6 @@ class PreprocessWidget(QWidget):
         return None
 
 
-@dataclass(frozen=True)
-class _UserError:
-    """A MedcadError carried back as a job's result (a bare exception would count as raised)."""
-
-    error: MedcadError
-
-
 def _run_pipeline(pipeline: Pipeline, image, device: str, progress=None):
     """``pipeline.run`` for the worker.  A user error comes back as the result and a cancelled
     run as None: raised, either would also reach the Qt event loop through the worker's error
@@ -394,7 +386,7 @@ def _run_pipeline(pipeline: Pipeline, image, device: str, progress=None):
     try:
         return pipeline.run(image, progress=progress, device=device)
     except MedcadError as err:
-        return _UserError(err)
+        return UserError(err)
     except Cancelled:
         return None
 
