@@ -198,3 +198,37 @@ def test_every_builtin_model_has_a_recipe_with_its_trainer():
         card = read_card(BUILTIN_DIR / name / "card.yaml")
         template = BUILTIN_RECIPES[name][0]
         assert (template["family"], template["task"]) == (card.family, card.task), name
+
+
+def test_positive_jitter_puts_nodules_anywhere_in_the_patch():
+    """With ``positive_jitter`` 0.5 a nodule can sit at a patch's edge, as it does in inference
+    windows; with 0.35 (the first recipes) it stays in the patch's middle 70%."""
+    from napari_medcad.core.training.loop import TrainingCase, sample_batch
+
+    image = np.zeros((40, 40, 40), np.float32)
+    image[20, 20, 20] = 5.0  # a marker at the nodule's centre
+    case = TrainingCase(image, np.zeros(image.shape, np.uint8), np.ones(image.shape, np.float32),
+                        np.zeros(image.shape, bool), np.zeros((0, 3), np.int32), np.array([[20.0, 20.0, 20.0]]))
+    recipe = {"patch_zyx": [20, 20, 20], "batch_size": 300, "positive_fraction": 1.0}
+
+    def offsets(jitter):
+        batch = sample_batch([case], np.random.default_rng(3), {**recipe, "positive_jitter": jitter})[0][:, 0]
+        found = [np.argwhere(np.abs(patch) > 2.0) for patch in batch]
+        return np.array([np.abs(where[0] - 10).max() for where in found if len(where)])
+
+    assert offsets(0.35).max() <= 8  # 0.35 x 20 voxels, rounded
+    assert offsets(0.5).max() >= 9  # within a voxel of the edge
+
+
+def test_recipe_sets_the_training_phantoms_pixels_and_nodule_count():
+    from napari_medcad.core.training.builtin import LUNG_NODULE_CT_TRAINING
+    from napari_medcad.core.training.loop import case_config
+
+    recipe = {**LUNG_NODULE_CT_TRAINING, "pixel_mm": [1.2, 1.5], "n_nodules": [4, 9]}
+    configs = [case_config(seed, recipe) for seed in range(12)]
+    assert all(1.2 <= c.spacing_xyz[0] == c.spacing_xyz[1] <= 1.5 for c in configs)
+    assert all(c.n_nodules == (4, 9) for c in configs)
+    legacy = case_config(5, {**LUNG_NODULE_CT_TRAINING, "pixel_mm": [0.5, 1.0], "n_nodules": None})
+    assert legacy == case_config(5, {k: v for k, v in LUNG_NODULE_CT_TRAINING.items()
+                                     if k not in ("pixel_mm", "n_nodules")})
+    assert 0.5 <= legacy.spacing_xyz[0] <= 1.0 and legacy.n_nodules[0] == 1

@@ -81,15 +81,15 @@ class PhantomConfig:
 
     @classmethod
     def random_for_training(cls, rng: np.random.Generator | int, max_in_plane: int = 512,
-                            max_slices: int = 320) -> "PhantomConfig":
+                            max_slices: int = 320, pixel_mm: tuple[float, float] = (0.5, 1.0)) -> "PhantomConfig":
         """A widely augmented config: scanner grid, noise, HU calibration, contrast and nodule mix.
 
         The field of view covers the body (a larger patient or finer pixels than ``max_in_plane``
         allows give a cropped, targeted reconstruction); the scan covers the lungs unless that needs
-        more than ``max_slices`` slices.
+        more than ``max_slices`` slices.  ``pixel_mm``: the range of in-plane pixel sizes.
         """
         rng = np.random.default_rng(rng)
-        pixel_mm = float(rng.uniform(0.5, 1.0))
+        pixel_mm = float(rng.uniform(*pixel_mm))
         slice_mm = float(rng.uniform(1.0, 5.0))
         field_mm = float(rng.uniform(320.0, 440.0))
         length_mm = float(rng.uniform(270.0, 350.0))

@@ -67,6 +67,7 @@ LUNG_NODULE_CT_TRAINING: dict[str, Any] = {
     "batch_size": 4,
     "patch_zyx": [32, 48, 48],  # also the card's inference window
     "positive_fraction": 0.4,
+    "positive_jitter": 0.35,  # a positive patch's centre: the nodule's, moved by up to this share of the patch
     "vessel_fraction": 0.5,  # of the other patches: centred on a pulmonary vessel
     "reference_nodule_voxels": 400,  # nodule loss weights: sqrt(400 / voxels), 1..8
     "hard_nodule_weight": 1.0,  # positive patches: nodule drawn with weight 1 + this x hard traits
@@ -78,7 +79,9 @@ LUNG_NODULE_CT_TRAINING: dict[str, Any] = {
     "dice_over": "positive",
     "learning_rate": 4e-3,
     "max_in_plane": 384,  # 0.5-1 mm pixels: fields of view of 192-384 mm
+    "pixel_mm": [0.5, 1.0],  # in-plane pixel sizes of the training phantoms
     "max_slices": 96,
+    "n_nodules": None,  # nodules per training phantom (a [low, high] range); None: 1 to 2..6, drawn per case
     "val_fp_per_scan": 1.0,
     "threads": 1,  # one thread: bit-reproducible, and robust when the cores are shared
 }

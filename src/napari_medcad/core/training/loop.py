@@ -45,11 +45,15 @@ class TrainingCase:
 
 
 def case_config(seed: int, recipe: dict[str, Any]):
-    """The phantom config of one training case: the generator's wide augmentation, >= 1 nodule."""
+    """The phantom config of one training case: the generator's wide augmentation, >= 1 nodule
+    (the recipe's ``n_nodules`` range, if it has one)."""
     from ..phantom import PhantomConfig
 
     config = PhantomConfig.random_for_training(seed, max_in_plane=int(recipe["max_in_plane"]),
-                                               max_slices=int(recipe["max_slices"]))
+                                               max_slices=int(recipe["max_slices"]),
+                                               pixel_mm=tuple(recipe.get("pixel_mm", (0.5, 1.0))))
+    if recipe.get("n_nodules"):  # more nodules per case: more nodules to learn from at the same cost
+        return dataclasses.replace(config, n_nodules=tuple(int(n) for n in recipe["n_nodules"]))
     low, high = config.n_nodules
     return dataclasses.replace(config, n_nodules=(1, max(2, high)))
 
@@ -143,7 +147,8 @@ def sample_batch(cases: list[TrainingCase], rng: np.random.Generator, recipe: di
             else:
                 picked = rng.integers(len(case.nodule_voxels))
             centre = case.nodule_voxels[int(picked)]
-            centre = centre + rng.uniform(-0.35, 0.35, 3) * size
+            jitter = float(recipe.get("positive_jitter", 0.35))
+            centre = centre + rng.uniform(-jitter, jitter, 3) * size
         elif len(case.vessel_voxels) and rng.random() < float(recipe.get("vessel_fraction", 0.0)):
             centre = case.vessel_voxels[int(rng.integers(len(case.vessel_voxels)))].astype(float)
             centre = centre + rng.uniform(-0.2, 0.2, 3) * size
@@ -282,7 +287,8 @@ def train_segmentation_detector(card_data: dict, recipe: dict, out_dir: Path, pr
             "data": {
                 "source": "napari-medcad synthetic chest CT phantom (generate_chest_ct)",
                 "train_case_seeds": {"seed": seed, "count": n_train, "rule": "phantom.cases.case_seed(seed, i)"},
-                "phantom_config": "PhantomConfig.random_for_training(case_seed, max_in_plane, max_slices) with n_nodules >= 1",
+                "phantom_config": ("PhantomConfig.random_for_training(case_seed, max_in_plane, max_slices, pixel_mm) "
+                                   "with n_nodules >= 1, or the recipe's n_nodules"),
                 "validation_case_seeds": {"seed": int(recipe["val_seed"]), "count": int(recipe["val_cases"])},
             },
             "recipe": {k: (list(v) if isinstance(v, tuple) else v) for k, v in recipe.items()},
