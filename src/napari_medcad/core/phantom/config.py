@@ -41,6 +41,9 @@ class PhantomConfig:
     hu_offset: float = 0.0  # scanner calibration error added to every voxel
     hu_scale: float = 1.0
     fov_padding_hu: int | None = -1024  # value outside the circular field of view; None: no circle
+    # no nodule centred inside a great vessel or the trachea (False: the placement of the generator
+    # before 2026-11-25, which the shipped models' recipes keep so that their weights reproduce)
+    nodules_clear_of_great_vessels: bool = True
 
     def __post_init__(self):
         for item in fields(self):

@@ -5,7 +5,9 @@ ground-glass halo around a solid core.  Shapes are spheres made lobulated by smo
 stretched, some with spicules; every shape is rescaled so that its volume is exactly that of a
 sphere of the recorded diameter, which keeps ``diameter_mm`` equal to the label's
 equivalent-sphere diameter.  Placement uses the analytic lung, so a nodule is in the lung at
-any voxel size: free in the parenchyma, touching a vessel, or touching the pleura.
+any voxel size: free in the parenchyma, touching a vessel, or touching the pleura.  No nodule
+is centred inside a great vessel or the trachea, which run through the analytic lung near the
+hilum: a ground-glass nodule placed in the superior vena cava was invisible (the vein is denser).
 """
 
 from __future__ import annotations
@@ -170,8 +172,9 @@ def _model(rng, kind: str, diameter: float, spiculated: bool) -> NoduleModel:
 class _Placer:
     """Finds centres for nodules: inside the lung, apart from each other, attached as asked."""
 
-    def __init__(self, rng, anatomy: ChestAnatomy, trees: list[VesselTree], box_xyz):
+    def __init__(self, rng, anatomy: ChestAnatomy, trees: list[VesselTree], box_xyz, central: Tubes | None = None):
         self.rng, self.anatomy, self.box_xyz = rng, anatomy, box_xyz
+        self.central = central if central is not None and len(central) else None
         offsets = np.cumsum([0] + [len(tree.parent) for tree in trees[:-1]])
         self.vessel_position = np.concatenate([tree.position_xyz for tree in trees])
         self.vessel_parent = np.concatenate(
@@ -184,6 +187,8 @@ class _Placer:
         self.placed: list[tuple[np.ndarray, float]] = []
 
     def _fits(self, centre, reach) -> bool:
+        if self.central is not None and self.central.surface_distance(centre).min() <= 0.0:
+            return False
         if self.box_xyz is not None:
             low, high = self.box_xyz
             if np.any(centre - reach < low) or np.any(centre + reach > high):
@@ -236,12 +241,13 @@ class _Placer:
 
 
 def draw_nodules(rng: np.random.Generator, config, anatomy: ChestAnatomy, trees: list[VesselTree],
-                 box_xyz=None) -> list[NoduleModel]:
+                 box_xyz=None, central: Tubes | None = None) -> list[NoduleModel]:
     """Nodules for one patient, as many as ``config.n_nodules`` asks and the lungs can hold.
 
-    ``box_xyz`` (low, high world corners) keeps whole nodules inside a scanned region.
+    ``box_xyz`` (low, high world corners) keeps whole nodules inside a scanned region; no nodule is
+    centred inside the ``central`` tubes (the great vessels, oesophagus and trachea).
     """
-    placer = _Placer(rng, anatomy, trees, box_xyz)
+    placer = _Placer(rng, anatomy, trees, box_xyz, central)
     count = int(rng.integers(config.n_nodules[0], config.n_nodules[1] + 1))
     kinds = np.clip([1.0 - config.ground_glass_fraction - config.part_solid_fraction,
                      config.ground_glass_fraction, config.part_solid_fraction], 0, None)

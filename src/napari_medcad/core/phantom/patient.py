@@ -71,6 +71,10 @@ def draw_patient(seed: int, config: PhantomConfig, nodule_box_xyz=None) -> Patie
         arteries.append(artery)
         veins.append(vein)
         airways.append(bronchi)
-    nodules = draw_nodules(nodule_rng, config, anatomy, arteries + veins, nodule_box_xyz)
+    central_arteries = Tubes.concatenate(pulmonary_arteries)
+    great_vessels = Tubes.concatenate([central.aorta, central.systemic_veins, central.oesophagus, central.trachea,
+                                       central_arteries])
+    nodules = draw_nodules(nodule_rng, config, anatomy, arteries + veins, nodule_box_xyz,
+                           great_vessels if config.nodules_clear_of_great_vessels else None)
     return Patient(anatomy, tissues, lung_texture, central, tuple(arteries), tuple(veins),
-                   Tubes.concatenate(pulmonary_arteries), Tubes.concatenate(airways), tuple(nodules))
+                   central_arteries, Tubes.concatenate(airways), tuple(nodules))

@@ -47,6 +47,14 @@ class Tubes:
         return Tubes(*(np.concatenate([getattr(s, name) for s in sets]) for name in
                        ("start_xyz", "end_xyz", "start_radius", "end_radius")))
 
+    def surface_distance(self, point_xyz) -> np.ndarray:
+        """Distance (mm) from a world point to each capsule's surface; negative inside it."""
+        axis = self.end_xyz - self.start_xyz
+        along = np.clip(((point_xyz - self.start_xyz) * axis).sum(1) / np.maximum((axis * axis).sum(1), 1e-12), 0, 1)
+        nearest = self.start_xyz + along[:, None] * axis
+        radius = self.start_radius + along * (self.end_radius - self.start_radius)
+        return np.linalg.norm(nearest - point_xyz, axis=1) - radius
+
     def with_radii(self, scale: float = 1.0, minus_mm: float = 0.0) -> "Tubes":
         """The same centre lines with radii ``scale * r - minus_mm`` (e.g. an airway's lumen)."""
         return Tubes(self.start_xyz, self.end_xyz, self.start_radius * scale - minus_mm,
