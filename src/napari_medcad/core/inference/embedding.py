@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..crop import centred_crop
 from ..errors import MedcadError
 from ..image import MedicalImage
 
@@ -54,18 +55,6 @@ class EmbeddingSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {"layer": self.layer, "channels": self.channels, "patch_zyx": list(self.patch_zyx)}
-
-
-def _patch(volume: np.ndarray, centre: np.ndarray, size: Sequence[int]) -> np.ndarray:
-    """The ``size`` patch of ``volume`` whose centre voxel is ``centre``; 0 outside (as MONAI pads)."""
-    out = np.zeros(tuple(size), np.float32)
-    low = centre - np.asarray(size) // 2
-    high = low + np.asarray(size)
-    source = tuple(slice(max(0, a), min(n, b)) for a, b, n in zip(low, high, volume.shape))
-    target = tuple(slice(s.start - a, s.stop - a) for s, a in zip(source, low))
-    if all(s.stop > s.start for s in source):
-        out[target] = volume[source]
-    return out
 
 
 def candidate_embeddings(network, prepared: MedicalImage, centres_world_mm: np.ndarray, diameters_mm: Sequence[float],
@@ -109,7 +98,7 @@ def candidate_embeddings(network, prepared: MedicalImage, centres_world_mm: np.n
         with torch.inference_mode():
             for first in range(0, count, batch_size):
                 rows = range(first, min(count, first + batch_size))
-                patches = np.stack([_patch(volume, centres[i], size) for i in rows])[:, None]
+                patches = np.stack([centred_crop(volume, centres[i], size, 0.0) for i in rows])[:, None]
                 captured.clear()
                 network(torch.from_numpy(patches).to(torch_device))
                 if not captured:

@@ -36,6 +36,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..crop import padded_crop
 from ..errors import MedcadError
 from ..image import Geometry, MedicalImage
 from ..progress import ProgressFn, report
@@ -148,16 +149,6 @@ def _case_config(seed: int, recipe: dict[str, Any]):
                                nodules_clear_of_great_vessels=bool(recipe.get("nodules_clear_of_great_vessels", True)))
 
 
-def _crop(array: np.ndarray, start: np.ndarray, size: Sequence[int], fill) -> np.ndarray:
-    out = np.full(tuple(size), fill, dtype=array.dtype)
-    src = tuple(slice(max(0, s), min(n, s + k)) for s, k, n in zip(start, size, array.shape))
-    if any(s.start >= s.stop for s in src):
-        return out
-    dst = tuple(slice(a.start - s, a.stop - s) for a, s in zip(src, start))
-    out[dst] = array[src]
-    return out
-
-
 @dataclasses.dataclass
 class PreparedCase:
     """One phantom and its nodule-free twin on the cards' grid, with labels and the nodule table."""
@@ -241,17 +232,17 @@ def case_samples(case: PreparedCase, recipe: dict[str, Any]) -> ClassifierSample
         centre = np.array(np.unravel_index(lung_voxels[int(rng.integers(len(lung_voxels)))], case.lungs.shape))
         key = int(rng.integers(4, size[0] - 4))
         start = centre - np.array([key, *(size[1:] // 2)])
-        if _crop(case.lungs, start + [key, 0, 0], [1, *size[1:]], False).mean() < float(recipe["min_lung_fraction"]):
+        if padded_crop(case.lungs, start + [key, 0, 0], [1, *size[1:]], False).mean() < float(recipe["min_lung_fraction"]):
             continue
         picks.append((case.twin, start, 0, key))
         wanted -= 1
 
     volumes, origins, nodules = [], [], []
     for source, start, label, _ in picks:
-        volumes.append(_crop(source, start, size, np.float16(0.0)))
+        volumes.append(padded_crop(source, start, size, np.float16(0.0)))
         origins.append(geometry.index_to_world(start.astype(float)))
         inside = np.full((MAX_NODULES_PER_SAMPLE, 4), np.nan)
-        ids = [int(i) for i in np.unique(_crop(case.labels, start, size, 0)) if i] if label else []
+        ids = [int(i) for i in np.unique(padded_crop(case.labels, start, size, 0)) if i] if label else []
         for row, identifier in enumerate(ids[:MAX_NODULES_PER_SAMPLE]):
             inside[row] = truth[identifier]
         nodules.append(inside)

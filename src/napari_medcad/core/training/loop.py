@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ..crop import centred_crop
 from ..errors import Cancelled  # noqa: F401  (raised by progress callbacks, passes through)
 from ..progress import ProgressFn, report, scaled
 
@@ -114,16 +115,6 @@ def nodule_weights(instances: np.ndarray, reference_voxels: float) -> np.ndarray
     return weights
 
 
-def _patch(array: np.ndarray, centre: np.ndarray, size: np.ndarray, fill: float) -> np.ndarray:
-    """The patch of ``size`` around ``centre``, padded with ``fill`` outside the volume."""
-    start = np.round(centre).astype(int) - size // 2
-    out = np.full(tuple(size), fill, dtype=array.dtype)
-    src = tuple(slice(max(0, s), min(n, s + k)) for s, k, n in zip(start, size, array.shape))
-    dst = tuple(slice(a.start - s, a.stop - s) for a, s in zip(src, start))
-    out[dst] = array[src]
-    return out
-
-
 def sample_batch(cases: list[TrainingCase], rng: np.random.Generator, recipe: dict[str, Any]):
     """Images and targets (B, 1, z, y, x) of one augmented batch."""
     size = np.asarray(recipe["patch_zyx"], int)
@@ -158,9 +149,9 @@ def sample_batch(cases: list[TrainingCase], rng: np.random.Generator, recipe: di
             centre = np.array(np.unravel_index(points[int(rng.integers(len(points)))] * 97, case.lungs.shape), float)
         else:
             centre = rng.uniform(0, 1, 3) * np.asarray(case.image.shape)
-        image = _patch(case.image, centre, size, 0.0)
-        target = _patch(case.target, centre, size, 0)
-        weight = _patch(case.weights, centre, size, 1.0)
+        image = centred_crop(case.image, centre, size, 0.0)
+        target = centred_crop(case.target, centre, size, 0)
+        weight = centred_crop(case.weights, centre, size, 1.0)
         for axis in (1, 2):  # left-right and front-back flips; z keeps head-feet order
             if rng.random() < 0.5:
                 image, target, weight = np.flip(image, axis), np.flip(target, axis), np.flip(weight, axis)
