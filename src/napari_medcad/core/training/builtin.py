@@ -83,7 +83,8 @@ LUNG_NODULE_CT_TRAINING: dict[str, Any] = {
     "max_slices": 96,
     "n_nodules": None,  # nodules per training phantom (a [low, high] range); None: 1 to 2..6, drawn per case
     # the generator's nodule placement before 2026-11-25, which let a nodule's centre fall inside a
-    # great vessel (5 of the 232 recipe and benchmark phantoms): kept so that the shipped weights reproduce bit for bit
+    # great vessel (5 of the 232 recipe and benchmark phantoms): kept so that the shipped weights
+    # reproduce bit for bit
     "nodules_clear_of_great_vessels": False,
     "val_fp_per_scan": 1.0,
     "threads": 1,  # one thread: bit-reproducible, and robust when the cores are shared

@@ -64,7 +64,8 @@ DATA_RECIPE: dict[str, Any] = {
     "roi_zyx": ROI_ZYX,
     "centre_jitter_px": 14,
     # the generator's nodule placement before 2026-11-25, which let a nodule's centre fall inside a
-    # great vessel (5 of the 232 recipe and benchmark phantoms): kept so that the shipped weights reproduce bit for bit
+    # great vessel (5 of the 232 recipe and benchmark phantoms): kept so that the shipped weights
+    # reproduce bit for bit
     "nodules_clear_of_great_vessels": False,
 }
 

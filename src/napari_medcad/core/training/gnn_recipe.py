@@ -61,7 +61,8 @@ GNN_TRAINING: dict[str, Any] = {
     # 0 -> 3, and the stage's time 0.47 -> 0.74 s per scan (README, "the CNN's embedding")
     "cnn_embedding": None,
     # the generator's nodule placement before 2026-11-25, which let a nodule's centre fall inside a
-    # great vessel (5 of the 232 recipe and benchmark phantoms): kept so that the shipped weights reproduce bit for bit
+    # great vessel (5 of the 232 recipe and benchmark phantoms): kept so that the shipped weights
+    # reproduce bit for bit
     "nodules_clear_of_great_vessels": False,
     "val_fp_per_scan": 1.0,
     "min_class_nodes": 20,  # fewer true or false candidates than this: refuse to train (nothing to learn)

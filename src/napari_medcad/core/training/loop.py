@@ -53,7 +53,8 @@ def case_config(seed: int, recipe: dict[str, Any]):
     config = PhantomConfig.random_for_training(seed, max_in_plane=int(recipe["max_in_plane"]),
                                                max_slices=int(recipe["max_slices"]),
                                                pixel_mm=tuple(recipe.get("pixel_mm", (0.5, 1.0))))
-    config = dataclasses.replace(config, nodules_clear_of_great_vessels=bool(recipe.get("nodules_clear_of_great_vessels", True)))
+    config = dataclasses.replace(
+        config, nodules_clear_of_great_vessels=bool(recipe.get("nodules_clear_of_great_vessels", True)))
     if recipe.get("n_nodules"):  # more nodules per case: more nodules to learn from at the same cost
         return dataclasses.replace(config, n_nodules=tuple(int(n) for n in recipe["n_nodules"]))
     low, high = config.n_nodules
