@@ -58,7 +58,7 @@ def test_gradcam_of_the_cnn_is_monais_gradcam_on_the_source_grid():
     x = torch.from_numpy(image.array[None, None].astype(np.float32))
     reference = GradCAM(nn_module=network, target_layers="features.act3", postprocessing=lambda m: m)(x, class_idx=1)
     reference = reference[0, 0].detach().numpy()
-    probability = float(torch.softmax(network(x), dim=1)[0, 1])
+    probability = float(torch.softmax(network(x), dim=1)[0, 1].detach())
     assert heatmap.metadata["probability"] == pytest.approx(probability, abs=1e-4)
     np.testing.assert_allclose(heatmap.array, reference / reference.max() * probability, atol=1e-5)
 
