@@ -65,6 +65,17 @@ def test_cli_trains_tiny(tmp_path, capsys, monkeypatch):
     data = yaml.safe_load(open(card_path))
     assert data["provenance"]["seed"] == 3 and data["provenance"]["epochs"] == 1
     assert main(["train-builtin", "nope", "--out", str(tmp_path)]) == 2
+    # recipe settings from the command line, as JSON; unknown or malformed ones are one-line errors
+    status = main(["train-builtin", "lung-nodule-ct", "--out", str(tmp_path / "set"), "--epochs", "1",
+                   "--set", "positive_jitter=0.5", "--set", "n_nodules=[1, 2]"])
+    assert status == 0
+    recipe_run = yaml.safe_load(open(tmp_path / "set" / "card.yaml"))["provenance"]["recipe"]
+    assert recipe_run["positive_jitter"] == 0.5 and recipe_run["n_nodules"] == [1, 2]
+    capsys.readouterr()
+    assert main(["train-builtin", "lung-nodule-ct", "--out", str(tmp_path / "x"), "--set", "no_such=1"]) == 2
+    assert main(["train-builtin", "lung-nodule-ct", "--out", str(tmp_path / "x"), "--set", "positive_jitter"]) == 2
+    errors = capsys.readouterr().err
+    assert "unknown training settings: no_such" in errors and "--set needs KEY=VALUE" in errors
 
 
 def test_matching_and_froc():

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from ..cli import command
+from ..core.errors import MedcadError
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,6 +19,23 @@ def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps-per-epoch", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--train-cases", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--val-cases", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
+                        help="change one recipe setting, the value as JSON (e.g. --set positive_jitter=0.5 "
+                             "--set n_nodules=[4,12]); repeatable; the card records the recipe it ran")
+
+
+def recipe_settings(items: list[str]) -> dict:
+    """``KEY=VALUE`` items as recipe overrides: the value read as JSON, else kept as text."""
+    settings = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise MedcadError(f"--set needs KEY=VALUE, got {item!r}")
+        try:
+            settings[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            settings[key.strip()] = text
+    return settings
 
 
 @command("train-builtin", "retrain a built-in model from the seeded phantom generator (CPU)", arguments)
@@ -32,9 +51,12 @@ def run(args: argparse.Namespace) -> int:
             last[0] = percent
             print(f"\r{percent:3d}% {item.message[:70]:<70}", end="", file=sys.stderr, flush=True)
 
+    settings = recipe_settings(args.settings)
     path = train_builtin(
-        args.name, out_dir=args.out, progress=progress, epochs=args.epochs, seed=args.seed,
-        steps_per_epoch=args.steps_per_epoch, train_cases=args.train_cases, val_cases=args.val_cases,
+        args.name, out_dir=args.out, progress=progress, **{
+            **settings, **{key: value for key, value in (
+                ("epochs", args.epochs), ("seed", args.seed), ("steps_per_epoch", args.steps_per_epoch),
+                ("train_cases", args.train_cases), ("val_cases", args.val_cases)) if value is not None}},
     )
     print(file=sys.stderr)
     print(path)
