@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from napari.layers import Image, Labels, Points, Shapes
+from napari.layers import Labels, Points, Shapes
 
 from napari_medcad.core.image import Geometry, MedicalImage, napari_world_to_lps
 from napari_medcad.core.models.registry import find_model
