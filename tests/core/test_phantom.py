@@ -323,13 +323,11 @@ def test_no_nodule_is_centred_inside_a_great_vessel():
     """Held-out benchmark phantom 14 of seed 7777 had a 4.6 mm ground-glass nodule centred in the
     superior vena cava, where the denser vein hid it: ground truth no reader or model could find."""
     from napari_medcad.core.phantom.ct import draw_scanned_patient
-    from napari_medcad.core.phantom.tubes import Tubes
+    from napari_medcad.core.phantom.patient import great_vessels
 
     def centred_in_great_vessels(config):
         patient = draw_scanned_patient(case_seed(7777, 14), config)
-        central = patient.central
-        tubes = Tubes.concatenate([central.aorta, central.systemic_veins, central.oesophagus, central.trachea,
-                                   patient.central_arteries])
+        tubes = great_vessels(patient.central, patient.central_arteries)
         return [n.kind for n in patient.nodules if tubes.surface_distance(n.centre_xyz).min() <= 0]
 
     assert centred_in_great_vessels(PhantomConfig()) == []

@@ -14,6 +14,17 @@ import numpy as np
 
 from ..errors import MedcadError
 
+#: a training recipe's nodule placement before 2026-11-25, which let a nodule's centre fall inside a
+#: great vessel (5 of the 232 recipe and benchmark phantoms): the built-in models' recipes keep it so
+#: that their shipped weights reproduce bit for bit (see ``recipe_placement``)
+PLACEMENT_BEFORE_2026_11_25 = {"nodules_clear_of_great_vessels": False}
+
+
+def recipe_placement(recipe) -> dict:
+    """The nodule-placement field of the phantom config a training recipe asks for (the corrected
+    placement unless the recipe keeps :data:`PLACEMENT_BEFORE_2026_11_25`)."""
+    return {"nodules_clear_of_great_vessels": bool(recipe.get("nodules_clear_of_great_vessels", True))}
+
 
 @dataclass(frozen=True)
 class PhantomConfig:
@@ -41,8 +52,7 @@ class PhantomConfig:
     hu_offset: float = 0.0  # scanner calibration error added to every voxel
     hu_scale: float = 1.0
     fov_padding_hu: int | None = -1024  # value outside the circular field of view; None: no circle
-    # no nodule centred inside a great vessel or the trachea (False: the placement of the generator
-    # before 2026-11-25, which the shipped models' recipes keep so that their weights reproduce)
+    # no nodule centred inside a great vessel or the trachea (False: PLACEMENT_BEFORE_2026_11_25)
     nodules_clear_of_great_vessels: bool = True
 
     def __post_init__(self):

@@ -48,6 +48,13 @@ def scan_centre_z(config: PhantomConfig) -> float:
     return config.first_slice_z_mm + 0.5 * (config.shape_zyx[0] - 1) * config.spacing_xyz[2]
 
 
+def great_vessels(central, central_arteries: Tubes) -> Tubes:
+    """The tubes that run through the analytic lung near the hilum and no nodule may be centred in:
+    aorta, venae cavae, oesophagus, trachea, pulmonary trunk and central arteries."""
+    return Tubes.concatenate([central.aorta, central.systemic_veins, central.oesophagus, central.trachea,
+                              central_arteries])
+
+
 def draw_patient(seed: int, config: PhantomConfig, nodule_box_xyz=None) -> Patient:
     """The patient of ``seed``; ``nodule_box_xyz`` (low, high world corners) keeps nodules inside it."""
     anatomy_rng, vessel_rng, nodule_rng = (random_stream(seed, name) for name in ("anatomy", "vessels", "nodules"))
@@ -72,9 +79,7 @@ def draw_patient(seed: int, config: PhantomConfig, nodule_box_xyz=None) -> Patie
         veins.append(vein)
         airways.append(bronchi)
     central_arteries = Tubes.concatenate(pulmonary_arteries)
-    great_vessels = Tubes.concatenate([central.aorta, central.systemic_veins, central.oesophagus, central.trachea,
-                                       central_arteries])
     nodules = draw_nodules(nodule_rng, config, anatomy, arteries + veins, nodule_box_xyz,
-                           great_vessels if config.nodules_clear_of_great_vessels else None)
+                           great_vessels(central, central_arteries) if config.nodules_clear_of_great_vessels else None)
     return Patient(anatomy, tissues, lung_texture, central, tuple(arteries), tuple(veins),
                    central_arteries, Tubes.concatenate(airways), tuple(nodules))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MedcadError
+from ..phantom.config import PLACEMENT_BEFORE_2026_11_25
 from ..progress import ProgressFn
 
 #: what is built, how it is fed and how it is run: becomes the card (plus provenance)
@@ -82,10 +83,7 @@ LUNG_NODULE_CT_TRAINING: dict[str, Any] = {
     "pixel_mm": [0.5, 1.0],  # in-plane pixel sizes of the training phantoms
     "max_slices": 96,
     "n_nodules": None,  # nodules per training phantom (a [low, high] range); None: 1 to 2..6, drawn per case
-    # the generator's nodule placement before 2026-11-25, which let a nodule's centre fall inside a
-    # great vessel (5 of the 232 recipe and benchmark phantoms): kept so that the shipped weights
-    # reproduce bit for bit
-    "nodules_clear_of_great_vessels": False,
+    **PLACEMENT_BEFORE_2026_11_25,  # phantom.config: keeps the shipped weights reproducible
     "val_fp_per_scan": 1.0,
     "threads": 1,  # one thread: bit-reproducible, and robust when the cores are shared
 }

@@ -39,6 +39,7 @@ import numpy as np
 from ..crop import padded_crop
 from ..errors import MedcadError
 from ..image import Geometry, MedicalImage
+from ..phantom.config import PLACEMENT_BEFORE_2026_11_25, recipe_placement
 from ..progress import ProgressFn, report
 
 SPACING_XYZ = [1.0, 1.0, 2.5]
@@ -63,10 +64,7 @@ DATA_RECIPE: dict[str, Any] = {
     "spacing_xyz": SPACING_XYZ,
     "roi_zyx": ROI_ZYX,
     "centre_jitter_px": 14,
-    # the generator's nodule placement before 2026-11-25, which let a nodule's centre fall inside a
-    # great vessel (5 of the 232 recipe and benchmark phantoms): kept so that the shipped weights
-    # reproduce bit for bit
-    "nodules_clear_of_great_vessels": False,
+    **PLACEMENT_BEFORE_2026_11_25,  # phantom.config: keeps the shipped weights reproducible
 }
 
 DATA_KEYS = tuple(DATA_RECIPE)
@@ -147,7 +145,7 @@ def _case_config(seed: int, recipe: dict[str, Any]):
                                                max_slices=int(recipe["max_slices"]))
     return dataclasses.replace(config, n_nodules=tuple(int(n) for n in recipe["n_nodules"]),
                                nodule_diameter_mm=tuple(float(d) for d in recipe["nodule_diameter_mm"]),
-                               nodules_clear_of_great_vessels=bool(recipe.get("nodules_clear_of_great_vessels", True)))
+                               **recipe_placement(recipe))
 
 
 @dataclasses.dataclass

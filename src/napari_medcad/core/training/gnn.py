@@ -153,6 +153,7 @@ def phantom_config(seed: int, recipe: dict[str, Any]):
     would teach the GNN a lung-wall distance it never sees on a whole chest; a fixed box also
     keeps the CNN's cost per case that of the benchmark's cases."""
     from ..phantom import PhantomConfig
+    from ..phantom.config import recipe_placement
 
     config = PhantomConfig.random_for_training(seed)
     box = PhantomConfig()
@@ -162,7 +163,7 @@ def phantom_config(seed: int, recipe: dict[str, Any]):
         config, shape_zyx=(max(8, round(length_mm / slice_mm)), *box.shape_zyx[1:]),
         spacing_xyz=(*box.spacing_xyz[:2], slice_mm), first_slice_z_mm=box.first_slice_z_mm,
         n_nodules=(1, max(2, config.n_nodules[1])),
-        nodules_clear_of_great_vessels=bool(recipe.get("nodules_clear_of_great_vessels", True)),
+        **recipe_placement(recipe),
     )
 
 

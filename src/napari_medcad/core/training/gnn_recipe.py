@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..phantom.config import PLACEMENT_BEFORE_2026_11_25
+
 GNN_CARD: dict[str, Any] = {
     "name": "lung-nodule-gnn",
     "task": "classification",
@@ -60,10 +62,7 @@ GNN_TRAINING: dict[str, Any] = {
     # 0.635 -> 0.603 on the second held-out set, the real CT's false positives above the threshold
     # 0 -> 3, and the stage's time 0.47 -> 0.74 s per scan (README, "the CNN's embedding")
     "cnn_embedding": None,
-    # the generator's nodule placement before 2026-11-25, which let a nodule's centre fall inside a
-    # great vessel (5 of the 232 recipe and benchmark phantoms): kept so that the shipped weights
-    # reproduce bit for bit
-    "nodules_clear_of_great_vessels": False,
+    **PLACEMENT_BEFORE_2026_11_25,  # phantom.config: keeps the shipped weights reproducible
     "val_fp_per_scan": 1.0,
     "min_class_nodes": 20,  # fewer true or false candidates than this: refuse to train (nothing to learn)
     "threads": 1,

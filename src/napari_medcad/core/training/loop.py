@@ -49,16 +49,15 @@ def case_config(seed: int, recipe: dict[str, Any]):
     """The phantom config of one training case: the generator's wide augmentation, >= 1 nodule
     (the recipe's ``n_nodules`` range, if it has one)."""
     from ..phantom import PhantomConfig
+    from ..phantom.config import recipe_placement
 
     config = PhantomConfig.random_for_training(seed, max_in_plane=int(recipe["max_in_plane"]),
                                                max_slices=int(recipe["max_slices"]),
                                                pixel_mm=tuple(recipe.get("pixel_mm", (0.5, 1.0))))
-    config = dataclasses.replace(
-        config, nodules_clear_of_great_vessels=bool(recipe.get("nodules_clear_of_great_vessels", True)))
-    if recipe.get("n_nodules"):  # more nodules per case: more nodules to learn from at the same cost
-        return dataclasses.replace(config, n_nodules=tuple(int(n) for n in recipe["n_nodules"]))
-    low, high = config.n_nodules
-    return dataclasses.replace(config, n_nodules=(1, max(2, high)))
+    # the recipe's range gives more nodules to learn from at the same cost; else 1 to 2..6
+    n_nodules = tuple(int(n) for n in recipe["n_nodules"]) if recipe.get("n_nodules") else \
+        (1, max(2, config.n_nodules[1]))
+    return dataclasses.replace(config, n_nodules=n_nodules, **recipe_placement(recipe))
 
 
 def prepare_case(seed: int, card, recipe: dict[str, Any]) -> TrainingCase:
