@@ -51,13 +51,11 @@ def run(args: argparse.Namespace) -> int:
             last[0] = percent
             print(f"\r{percent:3d}% {item.message[:70]:<70}", end="", file=sys.stderr, flush=True)
 
-    settings = recipe_settings(args.settings)
-    path = train_builtin(
-        args.name, out_dir=args.out, progress=progress, **{
-            **settings, **{key: value for key, value in (
-                ("epochs", args.epochs), ("seed", args.seed), ("steps_per_epoch", args.steps_per_epoch),
-                ("train_cases", args.train_cases), ("val_cases", args.val_cases)) if value is not None}},
-    )
+    overrides = recipe_settings(args.settings)
+    for key in ("epochs", "seed", "steps_per_epoch", "train_cases", "val_cases"):  # flags win over --set
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    path = train_builtin(args.name, out_dir=args.out, progress=progress, **overrides)
     print(file=sys.stderr)
     print(path)
     return 0
