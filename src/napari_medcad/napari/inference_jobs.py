@@ -20,8 +20,6 @@ from .findings_layers import result_layer_data
 from .graph_layers import graph_layer_data
 from .jobs import UserError
 
-DEVICES = DEVICE_CHOICES
-
 
 def run_job(image, card, device: str, source_name: str = "", show_heatmap: bool = False,
             warmed_up: threading.Event | None = None, rescore: bool = True, progress=None):
@@ -74,7 +72,7 @@ def warm_up_in_background(signals: WarmUpSignals, done: threading.Event) -> None
         warm_up()
         available = available_devices()
     except Exception:  # noqa: BLE001 - torch or MONAI missing or broken: Run will say why
-        available = {name: name in ("auto", "cpu") for name in DEVICES}
+        available = {name: name in ("auto", "cpu") for name in DEVICE_CHOICES}
     finally:
         done.set()
     try:

@@ -38,6 +38,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLabel, QMessageBox, QPushButton, QVBoxLayout, QWidget
 
 from ...core.errors import MedcadError
+from ...core.inference.devices import DEVICE_CHOICES
 from ..findings_layers import (
     REPLACES_REVIEW,
     ROLE_HEATMAP,
@@ -50,8 +51,8 @@ from ..findings_layers import (
 )
 from ..explain_layers import add_explanation_layer, is_explanation, show_explanations
 from ..graph_layers import ROLE_GRAPH_EDGES, ROLE_GRAPH_NODES, add_graph_layers, graph_layers_of
-from ..inference_jobs import DEVICES, UserError, WarmUpSignals, explain_job, run_job, warm_up_in_background
-from ..jobs import JobRunner, notify_error
+from ..inference_jobs import WarmUpSignals, explain_job, run_job, warm_up_in_background
+from ..jobs import JobRunner, UserError, notify_error
 from ..layers import META_KEY, image_from_layer
 from ..source_names import follow_source_renames
 from .model_chooser import ModelChooser, default_model_name
@@ -158,7 +159,7 @@ class InferenceWidget(QWidget):
     def _fill_devices(self) -> None:
         """auto and cpu at once; cuda and mps once the warm-up thread has asked torch."""
         model = self.device_combo.model()
-        for name in DEVICES:
+        for name in DEVICE_CHOICES:
             checked = name in ("auto", "cpu")
             self.device_combo.addItem(name if checked else f"{name} (checking...)", name)
             model.item(self.device_combo.count() - 1).setEnabled(checked)
