@@ -391,6 +391,21 @@ def unknown_extension(d, dcm):
     return path
 
 
+def analyze_header(d, dcm):
+    import nibabel
+
+    nibabel.save(nibabel.AnalyzeImage(np.zeros((8, 6, 4), np.int16), np.eye(4)), str(d / "old.img"))
+    return d / "old.hdr"
+
+
+def nifti_pair_without_data(d, dcm):
+    import nibabel
+
+    nibabel.save(nibabel.Nifti1Pair(np.zeros((8, 6, 4), np.int16), np.eye(4)), str(d / "pair.img"))
+    (d / "pair.img").unlink()
+    return d / "pair.hdr"
+
+
 #: case -> (builder, words one of which the reason must contain)
 CASES = {
     "text file .nii": (text_nii, ["not an image"]),
@@ -449,6 +464,8 @@ CASES = {
     "5-D TIFF": (tiff_5d, ["unsupported tiff layout"]),
     "truncated TIFF": (truncated_tiff, ["tiff"]),
     "unknown extension": (unknown_extension, ["unsupported file type"]),
+    "Analyze 7.5 header (no orientation)": (analyze_header, ["analyze 7.5"]),
+    "NIfTI pair without its .img": (nifti_pair_without_data, ["missing"]),
 }
 QUICK_CASES = {"NRRD header claiming 100000^3", "MHA header claiming 100000^3", "DICOM absurd size",
                "NRRD claiming 1 GB in 100 bytes", "NIfTI.gz claiming 1 GB in a few kB", "FIFO"}

@@ -418,3 +418,59 @@ def _utf8_copy(folder, tmp_path):
     copy = tmp_path / "utf8_copy"
     shutil.copytree(folder, copy)
     return copy
+
+
+# ------------------------------------------------------------------------------------------
+# NIfTI-1 header/data pairs (.hdr/.img) and the Analyze 7.5 headers that look like them
+
+
+def test_nifti1_pair_reads_as_the_same_image_as_a_single_nifti(tmp_path):
+    nibabel = pytest.importorskip("nibabel")
+    from napari_medcad.core import MedcadError
+
+    shape = (20, 16, 6)
+    data = ((np.arange(np.prod(shape)) % 1400) - 1000).astype(np.int16).reshape(shape)
+    affine = np.eye(4)
+    affine[:3, :3] = _rotation((1, 2, 3), 20.0) @ np.diag([0.7, 0.8, 2.5])
+    affine[:3, 3] = (-30.0, 12.0, 40.0)
+    for kind, name in ((nibabel.Nifti1Image, "one.nii"), (nibabel.Nifti1Pair, "pair.img")):
+        source = kind(data, affine)
+        source.set_qform(affine, 1)
+        source.set_sform(affine, 1)
+        nibabel.save(source, str(tmp_path / name))
+    one, pair = read_image(tmp_path / "one.nii"), read_image(tmp_path / "pair.hdr")
+    assert pair.name == "pair" and pair.metadata["format"] == "HDR"
+    np.testing.assert_array_equal(pair.array, one.array)
+    for field in ("spacing_xyz", "origin_xyz", "direction"):
+        np.testing.assert_allclose(getattr(pair.geometry, field), getattr(one.geometry, field), atol=1e-6)
+    reference = sitk.ReadImage(str(tmp_path / "pair.hdr"))
+    np.testing.assert_allclose(pair.geometry.origin_xyz, reference.GetOrigin(), atol=ATOL)
+
+    with_nan = np.zeros((8, 6, 4), np.float32)
+    with_nan[1, 2, 3] = np.nan
+    nibabel.save(nibabel.Nifti1Pair(with_nan, np.eye(4)), str(tmp_path / "nan.img"))
+    assert np.isnan(read_image(tmp_path / "nan.hdr").array[3, 2, 1])
+
+    (tmp_path / "pair.img").write_bytes((tmp_path / "pair.img").read_bytes()[:-100])
+    with pytest.raises(MedcadError, match="truncated"):
+        read_image(tmp_path / "pair.hdr")
+    (tmp_path / "pair.img").unlink()
+    with pytest.raises(MedcadError, match="data file 'pair.img' is missing"):
+        read_image(tmp_path / "pair.hdr")
+
+
+def test_analyze_and_foreign_headers_are_refused(tmp_path):
+    """ITK reads an Analyze 7.5 header with the origin at 0 and a guessed direction: not the patient's geometry."""
+    nibabel = pytest.importorskip("nibabel")
+    from napari_medcad.core import MedcadError
+
+    nibabel.save(nibabel.AnalyzeImage(np.zeros((8, 6, 4), np.int16), np.diag([0.7, 0.8, 2.5, 1.0])),
+                 str(tmp_path / "old.img"))
+    with pytest.raises(MedcadError, match="Analyze 7.5 header"):
+        read_image(tmp_path / "old.hdr")
+    nibabel.save(nibabel.Nifti2Pair(np.zeros((8, 6, 4), np.int16), np.eye(4)), str(tmp_path / "two.img"))
+    with pytest.raises(MedcadError, match="NIfTI-2 header and data pair"):
+        read_image(tmp_path / "two.hdr")
+    (tmp_path / "text.hdr").write_text("not a header at all\n")
+    with pytest.raises(MedcadError, match="not a NIfTI header"):
+        read_image(tmp_path / "text.hdr")

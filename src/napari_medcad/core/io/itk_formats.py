@@ -186,8 +186,9 @@ def _nifti_header(path: Path, compressed: bool):
         return None
 
 
-def _nifti_layout(path: Path, compressed: bool) -> tuple[int, int] | None:
+def _nifti_layout(path: Path, compressed: bool, pair: bool = False) -> tuple[int, int] | None:
     """(data offset, bytes of voxels) as stored in the file, from its header; None if unknown.
+    ``pair``: the header of a .hdr/.img pair, whose offset is into the .img.
 
     The stored size comes from the header's own datatype: ITK reports the pixel type *after*
     scl_slope / scl_inter are applied (float32 for a uint16 CT with intercept -1024), which is
@@ -208,7 +209,8 @@ def _nifti_layout(path: Path, compressed: bool) -> tuple[int, int] | None:
             f"the header describes an image with no voxels (size {' x '.join(map(str, shape))}); the file is corrupt",
             path,
         )
-    offset = max(offset, int(header.sizeof_hdr))  # vox_offset 0 in a .nii: data right after the header
+    if not pair:
+        offset = max(offset, int(header.sizeof_hdr))  # vox_offset 0 in a .nii: data right after the header
     return offset, int(np.prod(shape, dtype=np.float64)) * itemsize
 
 
@@ -222,6 +224,34 @@ def _is_nifti2(path: Path) -> bool:
     except OSError:
         return False
     return isinstance(_nifti_header(path, compressed), nibabel.Nifti2Header)
+
+
+def _nifti_pair_data(path: Path) -> Path:
+    """The .img of the NIfTI-1 pair whose header is ``path``, or a one-line refusal.
+
+    An Analyze 7.5 header (a .hdr without NIfTI's magic) records neither orientation nor origin:
+    ITK reads it with the origin at 0 and a guessed direction, a geometry that is not the
+    patient's, so it is refused rather than shown in the wrong place.  A NIfTI-2 pair is refused
+    too (SimpleITK cannot read NIfTI-2; a single .nii of it is read with nibabel).
+    """
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(348)
+    except OSError as err:
+        raise MedcadError(f"cannot read it ({err.strerror or err})", path) from None
+    sizes = {int.from_bytes(raw[:4], order) for order in ("little", "big")}
+    if 540 in sizes:
+        raise MedcadError("a NIfTI-2 header and data pair (.hdr/.img) is not supported; save it as one .nii file", path)
+    if len(raw) < 348 or 348 not in sizes:
+        raise MedcadError("not a NIfTI header: a .hdr must be the header of a NIfTI-1 .hdr/.img pair", path)
+    if raw[344:348] != b"ni1\x00":
+        raise MedcadError("an Analyze 7.5 header: it records no orientation or origin, so the image's position "
+                          "in the patient is unknown; convert it to NIfTI with its real geometry", path)
+    for suffix in (".img", ".IMG", ".img.gz"):
+        data = path.with_name(path.name[:-4] + suffix)
+        if data.is_file():
+            return data
+    raise MedcadError(f"its data file '{path.name[:-4]}.img' is missing or is not a file", path)
 
 
 def unsupported_dimensionality(size: tuple[int, ...], path: Path) -> MedcadError:
@@ -299,6 +329,12 @@ def check_data_size(path: Path, claimed: int) -> None:
     if ext in (".nii", ".nii.gz"):
         _check_nifti(path, claimed)  # measured by the header's own datatype: see _nifti_layout
         return
+    if ext == ".hdr":
+        data = _nifti_pair_data(path)
+        layout = _nifti_layout(path, False, pair=True)
+        if layout is not None and not _is_gzip(data) and data.stat().st_size < sum(layout):
+            raise _truncated(data, max(data.stat().st_size - layout[0], 0), layout[1])
+        return
     if ext in (".nrrd", ".nhdr"):
         lines, header_length = _text_header(path, lambda line: line == "")
         fields = _key_values([ln for ln in lines if not ln.startswith("#")], ":")
@@ -347,10 +383,12 @@ def _check_jpeg_complete(path: Path) -> None:
 
 
 def read_itk(path: str | os.PathLike) -> MedicalImage:
-    """Read one NIfTI / NRRD / MetaImage / PNG / JPEG file with its geometry."""
+    """Read one NIfTI (.nii, .nii.gz, a NIfTI-1 .hdr/.img pair) / NRRD / MetaImage / PNG / JPEG file with its geometry."""
     path = Path(path)
     if extension_of(path) in (".nii", ".nii.gz") and _is_nifti2(path):  # SimpleITK cannot open NIfTI-2
         return read_nifti2(path, _stem(path))
+    if extension_of(path) == ".hdr":
+        _nifti_pair_data(path)  # before ITK, which reads Analyze headers with a made-up geometry
     with itk_file_names([path]) as (name,):
         image, components = _read_with_itk(path, name)
     import SimpleITK as sitk
@@ -366,7 +404,7 @@ def read_itk(path: str | os.PathLike) -> MedicalImage:
         raise MedcadError(f"pictures with {components} channels are not supported", path)
     if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
         raise MedcadError(f"unsupported pixel type {array.dtype}", path)
-    if np.issubdtype(array.dtype, np.floating) and extension_of(path) in (".nii", ".nii.gz"):
+    if np.issubdtype(array.dtype, np.floating) and extension_of(path) in (".nii", ".nii.gz", ".hdr"):
         _restore_nifti_nans(path, array)
     geometry = Geometry.from_sitk(image)
     modality = "OT" if rgb or is_picture else guess_modality(array)

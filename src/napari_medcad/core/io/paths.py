@@ -20,7 +20,7 @@ from typing import Iterator, Sequence
 
 from ..errors import MedcadError
 
-ITK_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+ITK_EXTENSIONS = (".nii.gz", ".nii", ".hdr", ".nrrd", ".nhdr", ".mha", ".mhd")  # .hdr: a NIfTI-1 pair's header
 TIFF_EXTENSIONS = (".tif", ".tiff")
 PICTURE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 DICOM_EXTENSIONS = (".dcm", ".dicom", ".ima")
@@ -179,7 +179,7 @@ def check_memory(n_bytes: int, path: str | os.PathLike) -> None:
 # file names SimpleITK can take
 
 #: formats whose header names a separate data file, found beside the header's own name
-_DETACHED_HEADER_EXTENSIONS = (".nhdr", ".mhd")
+_DETACHED_HEADER_EXTENSIONS = (".nhdr", ".mhd", ".hdr")
 
 
 def itk_can_take(name: str) -> bool:
@@ -205,7 +205,7 @@ def itk_file_names(paths: Sequence[str | os.PathLike]) -> Iterator[list[str]]:
     temporary folder (removed afterwards): a link to its folder when only the folder's name
     is the problem (so a detached header still finds its data file beside it), else a link
     to the file itself with the same extension (ITK picks its reader by the extension).  A
-    detached header (.nhdr, .mhd) whose own name is not UTF-8 cannot be read that way, as
+    detached header (.nhdr, .mhd, .hdr) whose own name is not UTF-8 cannot be read that way, as
     the header names its data file relative to itself: that is refused in one line.
     """
     names = [os.fspath(p) for p in paths]
