@@ -58,7 +58,29 @@ def test_outputs_are_on_the_source_grid(case, result):
         assert len(voxels)
         centre = case.image.index_to_world(voxels.mean(axis=0))
         assert np.linalg.norm(centre - np.asarray(finding.centre_world_mm)) < max(3.0, finding.diameter_mm / 2)
+        # measured on the mask the reader sees and edits
+        assert finding.volume_mm3 == pytest.approx(len(voxels) * np.prod(case.image.geometry.spacing_xyz))
     assert result.findings.geometry == case.image.geometry
+
+
+def test_volumes_are_measured_on_the_source_grid_mask():
+    """The decoder measures on the model's grid; the finding then carries its mask's measures on
+    the image's grid (what the review adds a stroke's voxels to), unless resampling lost the mask."""
+    from napari_medcad.core.findings import Finding, Findings, equivalent_diameter_mm
+    from napari_medcad.core.inference.run import measure_on_source
+
+    geometry = Geometry(spacing_xyz=(0.7, 0.7, 2.5), origin_xyz=(0.0, 0.0, 0.0), direction=tuple(np.eye(3).ravel()))
+    labels = MedicalImage(np.zeros((10, 30, 30), np.uint16), geometry, modality="SEG")
+    labels.array[3:6, 10:20, 10:15] = 1  # 150 voxels
+    findings = Findings(geometry=geometry, shape_zyx=(10, 30, 30))
+    for number, box in ((1, ((3, 10, 10), (6, 20, 15))), (2, ((7, 2, 2), (8, 3, 3)))):
+        findings.add(Finding(id=number, label="nodule", probability=0.9, centre_world_mm=(0.0, 0.0, 0.0),
+                             diameter_mm=5.0, volume_mm3=70.0, bbox_index_zyx=box, mask_value=number))
+    measure_on_source(findings, labels)
+    first, lost = findings[1], findings[2]
+    assert first.volume_mm3 == pytest.approx(150 * 0.7 * 0.7 * 2.5)
+    assert first.diameter_mm == pytest.approx(equivalent_diameter_mm(first.volume_mm3, 3))
+    assert (lost.volume_mm3, lost.diameter_mm) == (70.0, 5.0)
 
 
 def test_report_records_what_ran(result):

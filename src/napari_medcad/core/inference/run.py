@@ -279,6 +279,7 @@ def run_model(
     label_grid = prepared.with_array(label_array.astype(np.uint16), modality="SEG", name=f"{image.name} findings",
                                      metadata={})
     labels = _to_source(label_grid, image, "nearest", np.uint16)
+    measure_on_source(findings, labels)
     probability = _to_source(probability_grid, image, "linear", np.float32)
     np.clip(probability.array, 0.0, 1.0, out=probability.array)
     timings["decode_s"] = time.perf_counter() - clock - rescorer_s
@@ -393,6 +394,28 @@ def _rescorer(card: ModelCard, wanted: bool, possible: bool) -> tuple[ModelCard 
                           "threshold": rescorer.threshold}
     warnings.warn(f"graph rescoring skipped: {reason}", stacklevel=3)
     return None, {"model": name, "skipped": reason}
+
+
+def measure_on_source(findings: Findings, labels: MedicalImage) -> None:
+    """Each finding's volume and diameter from its mask in ``labels`` (the image's own grid).
+
+    The decoder measured the masks on the model's grid; the reader sees, edits and exports the
+    masks on the image's grid, and the review adds a stroke's voxels to the volume it has, so a
+    first edit would start from a volume a few percent off the mask on screen.  A mask the
+    resampling lost (a speck finer than the image's voxels) keeps the decoder's measures.
+    Counted within each finding's box (and a voxel of margin), not over the whole volume.
+    """
+    from ..findings import equivalent_diameter_mm
+
+    voxel_mm3 = float(np.prod(labels.geometry.spacing_xyz))
+    for finding in findings:
+        if not finding.mask_value or finding.bbox_index_zyx is None:
+            continue
+        box = tuple(slice(max(0, int(low) - 1), int(high) + 1) for low, high in zip(*finding.bbox_index_zyx))
+        count = int(np.count_nonzero(labels.array[box] == finding.mask_value))
+        if count:
+            finding.volume_mm3 = count * voxel_mm3
+            finding.diameter_mm = equivalent_diameter_mm(finding.volume_mm3, labels.ndim)
 
 
 def _rescore(findings: Findings, image: MedicalImage, probability: MedicalImage, lungs: MedicalImage,
