@@ -396,6 +396,12 @@ def _rescorer(card: ModelCard, wanted: bool, possible: bool) -> tuple[ModelCard 
     return None, {"model": name, "skipped": reason}
 
 
+def _mask_box(finding) -> tuple[slice, ...]:
+    """The finding's box on the label map, with a voxel of margin: where its mask can be, so a
+    mask is counted or cleared there rather than over the whole volume."""
+    return tuple(slice(max(0, int(low) - 1), int(high) + 1) for low, high in zip(*finding.bbox_index_zyx))
+
+
 def measure_on_source(findings: Findings, labels: MedicalImage) -> None:
     """Each finding's volume and diameter from its mask in ``labels`` (the image's own grid).
 
@@ -403,7 +409,6 @@ def measure_on_source(findings: Findings, labels: MedicalImage) -> None:
     masks on the image's grid, and the review adds a stroke's voxels to the volume it has, so a
     first edit would start from a volume a few percent off the mask on screen.  A mask the
     resampling lost (a speck finer than the image's voxels) keeps the decoder's measures.
-    Counted within each finding's box (and a voxel of margin), not over the whole volume.
     """
     from ..findings import equivalent_diameter_mm
 
@@ -411,8 +416,7 @@ def measure_on_source(findings: Findings, labels: MedicalImage) -> None:
     for finding in findings:
         if not finding.mask_value or finding.bbox_index_zyx is None:
             continue
-        box = tuple(slice(max(0, int(low) - 1), int(high) + 1) for low, high in zip(*finding.bbox_index_zyx))
-        count = int(np.count_nonzero(labels.array[box] == finding.mask_value))
+        count = int(np.count_nonzero(labels.array[_mask_box(finding)] == finding.mask_value))
         if count:
             finding.volume_mm3 = count * voxel_mm3
             finding.diameter_mm = equivalent_diameter_mm(finding.volume_mm3, labels.ndim)
@@ -436,8 +440,7 @@ def _rescore(findings: Findings, image: MedicalImage, probability: MedicalImage,
         if finding.bbox_index_zyx is None:
             labels.array[labels.array == finding.mask_value] = 0
             continue
-        box = tuple(slice(max(0, int(low) - 1), int(high) + 1) for low, high in zip(*finding.bbox_index_zyx))
-        part = labels.array[box]
+        part = labels.array[_mask_box(finding)]
         part[part == finding.mask_value] = 0
     return rescored, labels, graph
 
